@@ -1,0 +1,53 @@
+"""Outputs appear whole or not at all: everything is written to a temporary sibling and renamed."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(destination: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``destination``; on success it replaces ``destination``."""
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{destination.name}.", suffix=".partial" + "".join(destination.suffixes), dir=destination.parent
+    )
+    os.close(handle)
+    temporary_path = Path(temporary)
+    try:
+        yield temporary_path
+        os.replace(temporary_path, destination)
+    finally:
+        temporary_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_directory(destination: str | Path) -> Iterator[Path]:
+    """Yield a fresh temporary directory; on success it replaces ``destination`` (an existing output
+    directory is replaced as a whole, so a failed run leaves the previous result untouched)."""
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".partial", dir=destination.parent))
+    try:
+        yield temporary
+        if destination.exists():
+            backup = destination.with_name(f".{destination.name}.old")
+            shutil.rmtree(backup, ignore_errors=True)
+            os.replace(destination, backup)
+            os.replace(temporary, destination)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(temporary, destination)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def write_text_atomic(destination: str | Path, text: str) -> None:
+    with atomic_path(destination) as temporary:
+        temporary.write_text(text, encoding="utf-8")

@@ -1,0 +1,64 @@
+"""`lnmstaging` command line: one sub-command per user task.
+
+Each command module exposes ``register(subparsers)``; the sub-parser it adds sets ``handler`` to a function
+taking the parsed arguments and returning an exit code. Errors meant for the user (``LNMStagingError``)
+become one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import CancelledError, LNMStagingError
+
+# Modules are imported lazily so that `lnmstaging measure` does not pay for importing torch.
+COMMAND_MODULES: tuple[str, ...] = (
+    "LNMStagingLib.commands.foundation",
+    "LNMStagingLib.commands.learning",
+    "LNMStagingLib.commands.prediction",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lnmstaging",
+        description="Interpretable lymph node metastasis staging (research use only, not a medical device).",
+    )
+    parser.add_argument("--version", action="version", version=f"lnmstaging {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name == module_name:
+                continue  # a command group not installed in this build
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except CancelledError as error:
+        print(f"lnmstaging: {error}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("lnmstaging: cancelled by the user", file=sys.stderr)
+        return 130
+    except LNMStagingError as error:
+        print(f"lnmstaging: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Cohort manifests: one CSV row per patient (patient_id, image, segmentation, age, sex, t_stage, n_stage).
+
+Relative paths are taken from the manifest's folder. Missing clinical values stay None (declared missing),
+never 0. ``n_stage`` is the label when known: N0 -> 0, N1/N2 (any suffix) -> 1.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+
+REQUIRED_COLUMNS = ("patient_id", "image", "segmentation")
+OPTIONAL_COLUMNS = ("age", "sex", "t_stage", "n_stage")
+T_STAGES = ("T1", "T2", "T3", "T4")
+_MISSING = {"", "na", "n/a", "nan", "none", "unknown", "?"}
+
+
+@dataclass(frozen=True)
+class ClinicalData:
+    """Patient clinical data; None = missing (the models see an explicit missingness indicator)."""
+
+    age: float | None = None
+    sex: str | None = None  # "F" or "M"
+    t_stage: str | None = None  # "T1".."T4"
+
+    def __post_init__(self) -> None:
+        if self.age is not None and not 0 <= self.age <= 120:
+            raise InputError(None, f"age {self.age} is outside 0-120")
+        if self.sex is not None and self.sex not in ("F", "M"):
+            raise InputError(None, f"sex must be F or M, not {self.sex!r}")
+        if self.t_stage is not None and self.t_stage not in T_STAGES:
+            raise InputError(None, f"T stage must be one of {', '.join(T_STAGES)}, not {self.t_stage!r}")
+
+    @property
+    def missing(self) -> list[str]:
+        return [name for name in ("age", "sex", "t_stage") if getattr(self, name) is None]
+
+
+def parse_t_stage(text: str | None) -> str | None:
+    if text is None or text.strip().lower() in _MISSING:
+        return None
+    match = re.fullmatch(r"(?:c|p|y|yc|yp)?T([1-4])[a-d]?", text.strip(), flags=re.IGNORECASE)
+    if not match:
+        raise ValueError(f"T stage {text!r} is not T1-T4")
+    return f"T{match.group(1)}"
+
+
+def parse_n_stage(text: str | None) -> int | None:
+    if text is None or text.strip().lower() in _MISSING:
+        return None
+    match = re.fullmatch(r"(?:c|p|y|yc|yp)?N([0-2])[a-c]?", text.strip(), flags=re.IGNORECASE)
+    if not match:
+        raise ValueError(f"N stage {text!r} is not N0-N2")
+    return 0 if match.group(1) == "0" else 1
+
+
+@dataclass(frozen=True)
+class CohortEntry:
+    patient_id: str
+    image: Path
+    segmentation: Path
+    clinical: ClinicalData
+    label: int | None  # 1 = node positive (N1/N2), 0 = N0, None = unknown
+
+
+def read_manifest(path: str | Path) -> list[CohortEntry]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "manifest not found")
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+        if missing:
+            raise InputError(path, f"manifest lacks column(s): {', '.join(missing)}")
+        entries, seen = [], set()
+        for line, raw in enumerate(reader, start=2):
+            row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
+            try:
+                patient = row["patient_id"]
+                if not patient:
+                    raise ValueError("empty patient_id")
+                if patient in seen:
+                    raise ValueError(f"patient {patient!r} appears twice")
+                seen.add(patient)
+                age = None if row.get("age", "").lower() in _MISSING else float(row["age"])
+                sex_text = row.get("sex", "").upper()
+                sex = None if sex_text.lower() in _MISSING else {"FEMALE": "F", "MALE": "M"}.get(sex_text, sex_text)
+                clinical = ClinicalData(age=age, sex=sex, t_stage=parse_t_stage(row.get("t_stage")))
+                label = parse_n_stage(row.get("n_stage"))
+            except (ValueError, InputError) as error:
+                raise InputError(path, f"line {line}: {error}") from None
+            entries.append(CohortEntry(patient, path.parent / row["image"], path.parent / row["segmentation"], clinical, label))
+    if not entries:
+        raise InputError(path, "manifest has no patient rows")
+    return entries

@@ -1,0 +1,1 @@
+"""Honest evaluation: patient-grouped stratified (nested) folds, metrics with intervals, calibration, plots."""

@@ -1,0 +1,1 @@
+"""Training of the VAEs, the multiple-instance classifier and the CNN baseline (seeded, CPU or CUDA)."""
