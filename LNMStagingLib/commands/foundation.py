@@ -1,4 +1,4 @@
-"""`lnmstaging measure` and `lnmstaging phantom`."""
+"""`lnmstaging measure`, `lnmstaging phantom` and `lnmstaging preset`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from pathlib import Path
 
 from ..atomic import write_text_atomic
 from ..case import load_case, prepare_case
+from ..errors import InputError
 from ..measure import MEASUREMENT_COLUMNS, measure_nodes
 from ..phantom import write_phantom
-from ..presets import get_preset
+from ..presets import get_preset, train_landmarks
 
 
 def _measure(args: argparse.Namespace) -> int:
@@ -39,6 +40,28 @@ def _phantom(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preset_landmarks(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..cohort import read_manifest
+    from ..imageio import read_image
+    from ..volume import Volume
+
+    preset = get_preset(args.base)
+    steps = [step for step in preset.intensity if step["type"] == "histogram_standardization"]
+    if not steps:
+        raise InputError(None, f"preset {preset.name!r} has no histogram standardisation step")
+    entries = read_manifest(args.manifest)
+    arrays = [Volume.from_sitk(read_image(entry.image)).array for entry in tqdm(entries, desc="reading training images", unit="image")]
+    for step in steps:
+        step["landmarks"] = train_landmarks(arrays)
+    preset.name = args.name or f"{preset.name}-{Path(args.manifest).stem}"
+    preset.description += f" Landmarks learned from {len(arrays)} images of {Path(args.manifest).name}."
+    write_text_atomic(args.out, preset.to_json())
+    print(f"preset '{preset.name}' with landmarks from {len(arrays)} images -> {args.out}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     measure = subparsers.add_parser(
         "measure", help="measure every node of a segmentation (sizes and border features, mm)",
@@ -61,3 +84,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     phantom.add_argument("--extra-nodes", type=int, default=0, help="additional seeded ellipsoidal nodes")
     phantom.add_argument("--seed", type=int, default=0)
     phantom.set_defaults(handler=_phantom)
+
+    preset = subparsers.add_parser(
+        "preset", help="learn a preset's histogram-standardisation landmarks from a training cohort",
+        description="Writes a preset JSON (for training and for model bundles) whose histogram standardisation "
+        "landmarks are learned from the images of a cohort manifest: use the TRAINING patients only.",
+    )
+    preset.add_argument("--manifest", type=Path, required=True, help="cohort CSV (patient_id, image, segmentation, ...)")
+    preset.add_argument("--base", default="mri-t2", help="preset to start from (default: mri-t2)")
+    preset.add_argument("--name", help="name of the new preset (default: <base>-<manifest name>)")
+    preset.add_argument("--out", type=Path, required=True, help="output preset .json")
+    preset.set_defaults(handler=_preset_landmarks)

@@ -81,3 +81,20 @@ def test_bad_input_gives_one_line_exit_2_and_no_output(phantom_files, tmp_path, 
     assert expected in lines[0] and "Traceback" not in result.stderr
     assert not out.exists()
     assert not list(out.parent.glob("*")) if out.parent.exists() else True
+
+
+def test_preset_landmarks_from_a_cohort(phantom_files, tmp_path):
+    from LNMStagingLib.case import load_case, prepare_case
+    from LNMStagingLib.presets import get_preset
+
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text("patient_id,image,segmentation\n"
+                        f"p1,{phantom_files.image},{phantom_files.segmentation}\n"
+                        f"p2,{phantom_files.image},{phantom_files.labelmap}\n")
+    out = tmp_path / "mri-t2-mine.json"
+    assert main(["preset", "--manifest", str(manifest), "--out", str(out)]) == 0
+    preset = get_preset(str(out))
+    assert preset.name == "mri-t2-cohort" and len(preset.intensity[0]["landmarks"]) > 3
+    prepared = prepare_case(load_case(phantom_files.image, phantom_files.segmentation), preset)
+    assert prepared.image.array.min() >= 0.0 and prepared.image.array.max() <= 1.0
+    assert prepared.image.spacing == pytest.approx((0.573, 0.573, 3.3))
