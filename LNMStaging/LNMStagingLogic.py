@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import slicer
@@ -21,8 +21,10 @@ import vtk
 from vtk.util import numpy_support
 
 from LNMStagingLib.errors import InputError, LNMStagingError
-from LNMStagingLib.segmentation import NodeRegion, number_nodes, regions_from_mask
 from LNMStagingLib.volume import Volume
+
+if TYPE_CHECKING:
+    from LNMStagingLib.segmentation import NodeRegion
 
 # Attribute put on every node the module creates, valued with the node's role; a rerun finds its outputs
 # through it (together with the scope attribute) and updates them in place instead of adding new nodes.
@@ -55,6 +57,8 @@ class PreparedInputs:
     skipped: list[str]
     segmentIds: dict[int, str]  # node_id -> ID of the segment it came from
     ijkToWorld: np.ndarray  # 4x4, RAS, the parent transform included
+    volumeName: str = "volume"  # copied here so the worker thread never reads a MRML node
+    segmentationName: str = "segmentation"
 
     @property
     def skippedMessage(self) -> str:
@@ -85,18 +89,6 @@ def predictionLibraryAvailable() -> bool:
     return True
 
 
-def matrixToNumpy(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
-    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
-
-
-def numpyToMatrix(array: np.ndarray) -> vtk.vtkMatrix4x4:
-    matrix = vtk.vtkMatrix4x4()
-    for r in range(4):
-        for c in range(4):
-            matrix.SetElement(r, c, float(array[r, c]))
-    return matrix
-
-
 def probabilityColor(probability: float) -> tuple[float, float, float]:
     """Green (0) through yellow (0.5) to red (1): the traffic-light reading clinicians expect."""
     p = float(np.clip(probability, 0.0, 1.0))
@@ -109,6 +101,13 @@ class LNMStagingLogic:
     ``predict`` does the three steps at once; the module widget calls them separately so that only
     ``runPrediction`` (pure library code, no MRML) runs in a background thread.
     """
+
+    def __init__(self, parent: Any = None) -> None:
+        # Slicer loads every .py file beside LNMStaging.py as a candidate module and instantiates the class
+        # named like the file with its module object as ``parent``. Marking that module hidden keeps this
+        # logic out of the module list and Slicer's start-up free of "failed to instantiate" errors.
+        if parent is not None and hasattr(parent, "hidden"):
+            parent.hidden = True
 
     # ------------------------------------------------------------------ inputs
 
@@ -137,12 +136,12 @@ class LNMStagingLogic:
         """IJK -> world (RAS) of the volume, including a linear parent transform: the geometry the user sees."""
         ijkToRas = vtk.vtkMatrix4x4()
         volumeNode.GetIJKToRASMatrix(ijkToRas)
-        matrix = matrixToNumpy(ijkToRas)
+        matrix = slicer.util.arrayFromVTKMatrix(ijkToRas)
         transformNode = volumeNode.GetParentTransformNode()
         if transformNode is not None:
             toWorld = vtk.vtkMatrix4x4()
             transformNode.GetMatrixTransformToWorld(toWorld)
-            matrix = matrixToNumpy(toWorld) @ matrix
+            matrix = slicer.util.arrayFromVTKMatrix(toWorld) @ matrix
         return matrix
 
     def volumeFromNode(self, volumeNode: Any) -> Volume:
@@ -152,9 +151,7 @@ class LNMStagingLogic:
         one is refused by ``checkVolumeNode``.
         """
         self.checkVolumeNode(volumeNode)
-        image = volumeNode.GetImageData()
-        i, j, k = image.GetDimensions()
-        array = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(k, j, i).copy()
+        array = slicer.util.arrayFromVolume(volumeNode).copy()
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             raise InputError(volumeNode.GetName(), f"has {int(np.count_nonzero(~np.isfinite(array)))} NaN or infinite voxel(s)")
         ijkToLps = RAS_TO_LPS @ self.ijkToWorldMatrix(volumeNode)
@@ -169,7 +166,7 @@ class LNMStagingLogic:
         reference = slicer.vtkOrientedImageData()
         i, j, k = volumeNode.GetImageData().GetDimensions()
         reference.SetExtent(0, i - 1, 0, j - 1, 0, k - 1)
-        reference.SetImageToWorldMatrix(numpyToMatrix(ijkToWorld))
+        reference.SetImageToWorldMatrix(slicer.util.vtkMatrixFromArray(ijkToWorld))
         return reference
 
     def _orderedSegmentIds(self, segmentation: Any) -> list[str]:
@@ -186,6 +183,10 @@ class LNMStagingLogic:
         resampled (nearest neighbour) onto the volume's grid in world space. Returns (nodes, names of the
         skipped empty segments, node_id -> segment ID).
         """
+        # Imported here: LNMStagingLib.segmentation needs scipy, which Slicer installs on first use only,
+        # while this file is loaded at Slicer's start-up (see __init__).
+        from LNMStagingLib.segmentation import NodeRegion, number_nodes, regions_from_mask
+
         if segmentationNode is None:
             raise InputError(None, "Select a segmentation with one segment per lymph node.")
         segmentation = segmentationNode.GetSegmentation()
@@ -253,21 +254,24 @@ class LNMStagingLogic:
         """Main-thread step: read everything the prediction needs out of the scene."""
         volume = self.volumeFromNode(volumeNode)
         nodes, skipped, segmentIds = self.nodeRegionsFromSegmentation(segmentationNode, volumeNode, splitIslands)
-        return PreparedInputs(volumeNode, segmentationNode, volume, nodes, skipped, segmentIds, self.ijkToWorldMatrix(volumeNode))
+        return PreparedInputs(
+            volumeNode, segmentationNode, volume, nodes, skipped, segmentIds, self.ijkToWorldMatrix(volumeNode),
+            volumeNode.GetName(), segmentationNode.GetName(),
+        )
 
     # ------------------------------------------------------------------ prediction (no MRML: thread-safe)
 
     @staticmethod
     def clinicalData(clinical: Any) -> Any:
-        """Clinical variables for the library: a ClinicalData, or a mapping (age, sex, t_stage) turned into one."""
+        """LNMStagingLib's ClinicalData from a ClinicalData or a mapping with ``age`` (years), ``sex`` ("F",
+        "M", "female", "male") and ``t_stage`` ("T1".."T4"); missing or empty values stay missing."""
         if clinical is None or not isinstance(clinical, Mapping):
             return clinical
-        values = {key: value for key, value in clinical.items() if value not in (None, "")}
-        if not values:
-            return None
-        from LNMStagingLib.prediction import ClinicalData
+        from LNMStagingLib.cohort import ClinicalData
 
-        return ClinicalData(**values)
+        age, sex, tStage = (clinical.get(key) or None for key in ("age", "sex", "t_stage"))
+        sex = {"female": "F", "male": "M", "f": "F", "m": "M"}.get(str(sex).lower(), sex) if sex else None
+        return ClinicalData(age=float(age) if age is not None else None, sex=sex, t_stage=tStage)
 
     @staticmethod
     def runPrediction(
@@ -279,18 +283,17 @@ class LNMStagingLogic:
     ) -> Any:
         """Library step (may run in a worker thread): returns LNMStagingLib's PredictionResult."""
         try:
-            from LNMStagingLib.case import Case
-            from LNMStagingLib.prediction import predict_case
+            from LNMStagingLib import case, prediction  # one statement: import sorting stays stable
         except ImportError as error:
             raise LNMStagingError(
                 f"The prediction library cannot be loaded ({error}). Install the dependencies (PyTorch and "
                 "Resources/requirements.txt) from the LNMStaging module, then try again."
             ) from error
-        case = Case.from_volume(
-            prepared.volume, prepared.nodes, prepared.volumeNode.GetName(), prepared.segmentationNode.GetName(), prepared.skipped
+        inputCase = case.Case.from_volume(
+            prepared.volume, prepared.nodes, prepared.volumeName, prepared.segmentationName, prepared.skipped
         )
         bundle = Path(modelPath) if modelPath else None
-        return predict_case(case, LNMStagingLogic.clinicalData(clinical), bundle, progress, cancel)
+        return prediction.predict_case(inputCase, LNMStagingLogic.clinicalData(clinical), bundle, progress, cancel)
 
     # ------------------------------------------------------------------ outputs
 
@@ -309,28 +312,27 @@ class LNMStagingLogic:
             used.add(role)
             return self._outputNode(scene, className, scope, role, name)
 
+        skipped = self.skippedSegments(prepared, result)
         tableNode = output("vtkMRMLTableNode", "nodes", f"{baseName} LNM nodes")
         self._fillTable(tableNode, self.nodeTableColumns(result))
         patientTableNode = output("vtkMRMLTableNode", "patient", f"{baseName} LNM patient")
-        self._fillTable(patientTableNode, self.patientTableColumns(result, prepared.skipped))
+        self._fillTable(patientTableNode, self.patientTableColumns(result, skipped))
         self._recolorSegments(prepared, result)
 
-        heatmapNode = None
-        heatmap = getattr(result, "heatmap", None)
-        if heatmap is not None:
-            heatmapNode = output("vtkMRMLScalarVolumeNode", "heatmap", f"{baseName} Grad-CAM")
-            self._fillHeatmap(heatmapNode, prepared.volumeNode, np.asarray(heatmap, dtype=np.float32))
-            self._showHeatmap(scene, prepared.volumeNode, heatmapNode)
+        heatmapNode = output("vtkMRMLScalarVolumeNode", "heatmap", f"{baseName} Grad-CAM")
+        self._fillHeatmap(heatmapNode, prepared.volumeNode, np.asarray(result.heatmap, dtype=np.float32))
+        self._showHeatmap(scene, prepared.volumeNode, heatmapNode)
 
-        outputs = PredictionOutputs(result, list(prepared.skipped), tableNode, patientTableNode, heatmapNode)
+        outputs = PredictionOutputs(result, skipped, tableNode, patientTableNode, heatmapNode)
         regions = {node.node_id: node for node in prepared.nodes}
-        for nodeId, traversal in sorted((getattr(result, "traversals", None) or {}).items()):
-            frames = traversal.get("growth") if isinstance(traversal, Mapping) else None
+        for nodeId, traversal in sorted(result.traversals.items()):
+            frames = traversal.get("growth")
             if frames is None or nodeId not in regions:
                 continue
             region = regions[nodeId]
             sequenceNode = output("vtkMRMLSequenceNode", f"traversal:{nodeId}", f"{region.segment_name} growth traversal")
-            geometry = self.frameToWorld(prepared, region, np.asarray(frames).shape[1:], traversal.get("patch_to_image"))
+            patch = result.node_patches.get(nodeId)
+            geometry = self.frameToWorld(prepared, region, np.asarray(frames).shape[1:], patch.pixel_mm if patch else None)
             self._fillSequence(sequenceNode, np.asarray(frames, dtype=np.float32), geometry, region.segment_name)
             browserNode = output("vtkMRMLSequenceBrowserNode", f"browser:{nodeId}", f"{region.segment_name} growth traversal browser")
             self._connectBrowser(scene, browserNode, sequenceNode, scope, f"proxy:{nodeId}", used)
@@ -355,43 +357,55 @@ class LNMStagingLogic:
         result = self.runPrediction(prepared, clinical, modelPath, progress, cancel)
         return self.writeOutputs(prepared, result)
 
-    # The library's PredictionResult is read only here: one place to change if its fields move.
+    # LNMStagingLib's PredictionResult is read in the next three methods and in writeOutputs only.
+    @staticmethod
+    def criteriaText(criteria: Mapping[str, Any]) -> str:
+        """The radiological criteria of one node in words (ESGAR size + morphology; lateral short axis)."""
+        parts = []
+        esgar = criteria.get("esgar")
+        if isinstance(esgar, Mapping):
+            features = [label for key, label in (("round", "round"), ("irregular_border", "irregular border"),
+                                                 ("heterogeneous", "heterogeneous")) if esgar.get(key)]
+            verdict = "suspicious" if esgar.get("suspicious") else "not suspicious"
+            parts.append(f"ESGAR {verdict}" + (f" ({', '.join(features)})" if features else ""))
+        if criteria.get("lateral_short_axis_7mm"):
+            parts.append("lateral rule: short axis >= 7 mm")
+        return "; ".join(parts)
+
     @staticmethod
     def nodeTableColumns(result: Any) -> list[tuple[str, list]]:
         rows = list(result.nodes)
-
-        def measure(row: Any, name: str) -> float:
-            return float(getattr(row.measurements, name))
-
-        def criteria(row: Any) -> str:
-            value = row.criteria
-            if isinstance(value, Mapping):
-                return "; ".join(f"{key}: {item}" for key, item in value.items())
-            if isinstance(value, (list, tuple)):
-                return "; ".join(str(item) for item in value)
-            return "" if value is None else str(value)
-
         return [
             ("Node", [int(row.node_id) for row in rows]),
             ("Segment", [str(row.segment_name) for row in rows]),
             ("Probability", [float(row.probability) for row in rows]),
             ("Std", [float(row.std) for row in rows]),
-            ("Short axis (mm)", [measure(row, "short_axis_mm") for row in rows]),
-            ("Long axis (mm)", [measure(row, "long_axis_mm") for row in rows]),
-            ("Axis ratio", [measure(row, "axis_ratio") for row in rows]),
-            ("Convexity", [measure(row, "convexity") for row in rows]),
-            ("Compactness", [measure(row, "compactness") for row in rows]),
-            ("Criteria", [criteria(row) for row in rows]),
+            ("Short axis (mm)", [float(row.short_axis_mm) for row in rows]),
+            ("Long axis (mm)", [float(row.long_axis_mm) for row in rows]),
+            ("Axis ratio", [float(row.axis_ratio) for row in rows]),
+            ("Convexity", [float(row.convexity) for row in rows]),
+            ("Compactness", [float(row.compactness) for row in rows]),
+            ("Criteria", [LNMStagingLogic.criteriaText(row.criteria) for row in rows]),
         ]
 
     @staticmethod
     def patientTableColumns(result: Any, skipped: list[str]) -> list[tuple[str, list]]:
+        patient = result.patient
         return [
-            ("Probability", [float(result.probability)]),
-            ("Std", [float(result.std)]),
-            ("Decision", [str(result.decision)]),
-            ("Uncertain", [str(bool(result.uncertain))]),
-            ("Skipped segments", [", ".join(skipped)]),
+            ("Probability", [float(patient.probability)]),
+            ("Std", [float(patient.std)]),
+            ("Decision", [str(patient.decision)]),
+            ("Threshold", [float(patient.threshold)]),
+            ("Uncertain", ["; ".join(patient.uncertainty_reasons) if patient.uncertain else "no"]),
+            ("Model", [f"{result.model.name} {result.model.version}"]),
+            ("Skipped", [", ".join(skipped)]),
+        ]
+
+    @staticmethod
+    def skippedSegments(prepared: PreparedInputs, result: Any) -> list[str]:
+        """Empty segments (skipped here) and nodes the library could not predict, each with why."""
+        return [f"{name} (empty)" for name in prepared.skipped] + [
+            f"{item['segment_name']} ({item['reason']})" for item in result.skipped_nodes
         ]
 
     def _outputNode(self, scene: Any, className: str, scope: str, role: str, name: str) -> Any:
@@ -450,7 +464,7 @@ class LNMStagingLogic:
     def _recolorSegments(self, prepared: PreparedInputs, result: Any) -> None:
         segmentation = prepared.segmentationNode.GetSegmentation()
         best: dict[str, float] = {}
-        for row in result.nodes:
+        for row in result.nodes:  # split islands share a segment: it shows its most suspicious island
             segmentId = prepared.segmentIds.get(int(row.node_id))
             if segmentId is not None:
                 best[segmentId] = max(best.get(segmentId, 0.0), float(row.probability))
@@ -472,11 +486,7 @@ class LNMStagingLogic:
         heatmapNode.SetIJKToRASMatrix(ijkToRas)
         # Same parent transform as the input: identical geometry in every respect.
         heatmapNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
-        image = vtk.vtkImageData()
-        image.SetDimensions(dims)
-        scalars = numpy_support.numpy_to_vtk(np.ascontiguousarray(heatmap).ravel(), deep=True, array_type=vtk.VTK_FLOAT)
-        image.GetPointData().SetScalars(scalars)
-        heatmapNode.SetAndObserveImageData(image)
+        slicer.util.updateVolumeFromArray(heatmapNode, heatmap)
         heatmapNode.CreateDefaultDisplayNodes()
         display = heatmapNode.GetDisplayNode()
         scene = volumeNode.GetScene()
@@ -500,23 +510,24 @@ class LNMStagingLogic:
             composite.SetForegroundVolumeID(heatmapNode.GetID())
             composite.SetForegroundOpacity(HEATMAP_FOREGROUND_OPACITY)
 
-    def frameToWorld(self, prepared: PreparedInputs, region: NodeRegion, frameShape: tuple[int, ...], patchToImage: Any = None) -> np.ndarray:
-        """4x4 taking a frame's (col, row, 0, 1) to world RAS, so the traversal shows over its node.
-
-        With the patch's ``patch_to_image`` (frame pixel -> input index) the frame lands exactly on the
-        patch; without it, the frame spans the node's in-plane bounding box on its middle slice.
-        """
-        if patchToImage is not None:
-            return prepared.ijkToWorld @ np.asarray(patchToImage, dtype=float)
+    def frameToWorld(self, prepared: PreparedInputs, region: NodeRegion, frameShape: tuple[int, ...], pixelMm: float | None = None) -> np.ndarray:
+        """4x4 taking a traversal frame's (col, row, 0, 1) to world RAS: the frame lies on the node's largest
+        cross-section, centred on it, along the volume's rows and columns. ``pixelMm``: the patch pixel size,
+        so the frame shows at the size the model saw; without it the frame spans 1.5 x the node's extent."""
         rows, cols = int(frameShape[0]), int(frameShape[1])
+        areas = region.mask.reshape(region.mask.shape[0], -1).sum(axis=1)
+        largest = int(np.argmax(areas))
+        sliceRows, sliceCols = np.nonzero(region.mask[largest])
         k0, j0, i0 = region.offset
-        nk, nj, ni = region.mask.shape
-        side = max(ni, nj) * 1.5  # a margin around the node, as the patches have
-        centre = np.array([i0 + (ni - 1) / 2.0, j0 + (nj - 1) / 2.0, k0 + (nk - 1) / 2.0])
+        centre = np.array([i0 + sliceCols.mean(), j0 + sliceRows.mean(), k0 + largest])
+        if pixelMm:
+            stepI, stepJ = pixelMm / prepared.volume.spacing[0], pixelMm / prepared.volume.spacing[1]
+        else:
+            side = 1.5 * max(region.mask.shape[1], region.mask.shape[2])
+            stepI, stepJ = side / cols, side / rows
         frameToIndex = np.eye(4)
-        frameToIndex[0, 0] = side / cols
-        frameToIndex[1, 1] = side / rows
-        frameToIndex[:3, 3] = centre - np.array([side / cols * (cols - 1) / 2.0, side / rows * (rows - 1) / 2.0, 0.0])
+        frameToIndex[0, 0], frameToIndex[1, 1] = stepI, stepJ
+        frameToIndex[:3, 3] = centre - np.array([stepI * (cols - 1) / 2.0, stepJ * (rows - 1) / 2.0, 0.0])
         return prepared.ijkToWorld @ frameToIndex
 
     @staticmethod
@@ -528,11 +539,8 @@ class LNMStagingLogic:
         for frameIndex, frame in enumerate(frames):
             frameNode = slicer.vtkMRMLScalarVolumeNode()
             frameNode.SetName(f"{name} frame {frameIndex}")
-            frameNode.SetIJKToRASMatrix(numpyToMatrix(frameToWorld))
-            image = vtk.vtkImageData()
-            image.SetDimensions(frame.shape[1], frame.shape[0], 1)
-            image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(np.ascontiguousarray(frame).ravel(), deep=True, array_type=vtk.VTK_FLOAT))
-            frameNode.SetAndObserveImageData(image)
+            frameNode.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(frameToWorld))
+            slicer.util.updateVolumeFromArray(frameNode, frame[np.newaxis])  # a one-slice volume
             sequenceNode.SetDataNodeAtValue(frameNode, str(frameIndex))
 
     def _connectBrowser(self, scene: Any, browserNode: Any, sequenceNode: Any, scope: str, proxyRole: str, used: set[str]) -> None:

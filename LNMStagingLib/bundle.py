@@ -237,6 +237,10 @@ class MemberSpec:
     file: str
     role: str = "fold"  # "final" (trained on all data) or "fold" (cross-validation fold model)
     fold: int | None = None
+    feature_min: list[float] | None = None  # this member's own normalisation (None: the bundle's)
+    feature_max: list[float] | None = None
+    mil: dict | None = None  # this member's MILConfig (None: the bundle's ``mil``); e.g. its own eta
+    threshold: float | None = None  # this member's own inner-validation threshold (informative)
 
 
 @dataclass
@@ -263,6 +267,7 @@ class BundleConfig:
     mil: dict  # MILConfig JSON
     members: list[MemberSpec]
     weights_dtype: str = "float16"
+    node_threshold: float = 0.5  # for node-level decisions (inner validation), informative
     training: dict = field(default_factory=dict)  # provenance (seeds, epochs, data), informative only
 
     @classmethod
@@ -270,7 +275,7 @@ class BundleConfig:
         if not isinstance(data, dict):
             raise BundleError(source, "config must be a JSON object")
         names = {f.name for f in fields(cls)}
-        required = {f.name for f in fields(cls) if f.name not in ("weights_dtype", "training")}
+        required = {f.name for f in fields(cls) if f.name not in ("weights_dtype", "training", "node_threshold")}
         unknown = set(data) - names
         missing = required - set(data)
         if unknown:
@@ -346,6 +351,11 @@ class ModelBundle:
         self.scaler = FeatureScaler(
             tuple(config.feature_names), tuple(config.feature_min), tuple(config.feature_max)
         )
+        self.member_scalers = [
+            FeatureScaler(tuple(config.feature_names), tuple(spec.feature_min), tuple(spec.feature_max))
+            if spec.feature_min is not None and spec.feature_max is not None else self.scaler
+            for spec in config.members
+        ]
 
     def __repr__(self) -> str:
         return f"ModelBundle(name={self.name!r}, version={self.version!r}, members={len(self.members)})"
@@ -388,13 +398,15 @@ class ModelBundle:
             x = F.interpolate(x, size=(size, size), mode="area")
         return torch.clamp(x, 0.0, 1.0)
 
-    def normalise_features(self, features):
-        """Raw (N, F) features in ``config.feature_names`` order -> [0, 1] with the stored min/max."""
+    def normalise_features(self, features, member: int | None = None):
+        """Raw (N, F) features in ``config.feature_names`` order -> [0, 1] with the stored min/max
+        (the bundle's, or one member's own when ``member`` is given)."""
         f = self._tensor(features)
         if f.ndim != 2 or f.shape[1] != len(self.config.feature_names):
             raise BundleError(self.path, f"features must be (N, {len(self.config.feature_names)}): "
                               f"{', '.join(self.config.feature_names)}")
-        return self.scaler.transform(f)
+        scaler = self.scaler if member is None else self.member_scalers[member]
+        return scaler.transform(f)
 
     def _check_patches(self, patches):
         x = self._tensor(patches)
@@ -432,13 +444,14 @@ class ModelBundle:
         import torch
 
         x = self._check_patches(patches)
-        f = self.normalise_features(features)
-        if x.shape[0] != f.shape[0]:
+        self.normalise_features(features)  # shape check
+        if x.shape[0] != np.asarray(features).shape[0]:
             raise BundleError(self.path, "patches and features differ in number")
         if x.shape[0] == 0:
             return torch.zeros((self.n_members, 0))
         with torch.no_grad():
-            return torch.stack([torch.sigmoid(m(x, f)[:, 0]) for m in self.members])
+            return torch.stack([torch.sigmoid(m(x, self.normalise_features(features, k))[:, 0])
+                                for k, m in enumerate(self.members)])
 
     def _bag_tensors(self, bag):
         import torch
@@ -449,27 +462,28 @@ class ModelBundle:
         m = x.shape[0]
         if m != self.config.mil.get("max_patches", m):
             raise BundleError(self.path, f"bags must hold {self.config.mil.get('max_patches')} patches (padded)")
-        f = self.normalise_features(bag.features)
+        f = self._tensor(bag.features)
+        self.normalise_features(f)  # shape check
         valid = torch.as_tensor(np.asarray(bag.valid, dtype=bool), device=self.device)
         node_index = torch.as_tensor(np.where(np.asarray(bag.node_index) < 0, 0, bag.node_index),
                                      dtype=torch.long, device=self.device)
-        clinical = None
-        specs = self.members[0].mil.config.clinical
-        if specs and self.members[0].mil.config.use_clinical:
-            from .models.mil import clinical_vector
-
-            clinical = self._tensor(clinical_vector(specs, bag.clinical))[None]
-        return x, f, valid, node_index, clinical
+        return x, f, valid, node_index
 
     def patient_outputs(self, bag) -> dict:
         """All MIL outputs per member for one :class:`~LNMStagingLib.data.bags.Bag`: tensors with a leading
         member axis: ``final`` (K,), ``patient_mlp`` (K,), ``node_max`` (K,), ``patch_prob`` (K, M)."""
         import torch
 
-        x, f, valid, node_index, clinical = self._bag_tensors(bag)
+        from .models.mil import clinical_vector
+
+        x, raw, valid, node_index = self._bag_tensors(bag)
         outputs: dict[str, list] = {}
         with torch.no_grad():
-            for member in self.members:
+            for k, member in enumerate(self.members):
+                f = self.normalise_features(raw, k)
+                clinical = None
+                if member.mil.config.n_clinical_inputs:
+                    clinical = self._tensor(clinical_vector(member.mil.config.clinical, bag.clinical))[None]
                 latent = None
                 if member.mil.config.use_latent:
                     latent = torch.zeros((x.shape[0], member.vae.config.latent_dim), device=self.device)
@@ -499,9 +513,41 @@ class ModelBundle:
         return PatientPrediction(mean, float(final.std()), final.tolist(), mean >= self.threshold,
                                  self.threshold, nodes)
 
+    # -- foundation glue
+    def patch_features(self, prepared, patch_set) -> np.ndarray:
+        """Raw features (P, F) of every patch of a foundation ``PatchSet`` (``config.feature_names`` order):
+        ``measure_cross_section`` of the patch's node on the patch's slice of the prepared case."""
+        from .data.cohort_data import patch_features
+
+        return patch_features(prepared, patch_set.patches, tuple(self.config.feature_names))
+
+    def bag_from_patch_set(self, patch_set, features, clinical: dict | None = None):
+        """The patient's :class:`~LNMStagingLib.data.bags.Bag` from a foundation ``PatchSet`` (its ``bag``
+        patches, in order) and the raw features of all its patches (from :meth:`patch_features`).
+        ``clinical``: e.g. ``{"age": 67, "sex": 1, "t_stage": 3}`` (missing keys = missing)."""
+        from .data.bags import Bag
+
+        images, masks, valid = patch_set.stacked()
+        x = self.prepare_patches(images, masks).cpu().numpy()[:, 0]
+        chosen = [patch_set.patches[i] for i in patch_set.bag]
+        feats = np.zeros((len(valid), len(self.config.feature_names)), dtype=np.float32)
+        node_index = np.full(len(valid), -1, dtype=np.int64)
+        node_ids: list = []
+        features = np.asarray(features, dtype=np.float32)
+        for slot, (i, patch) in enumerate(zip(patch_set.bag, chosen, strict=True)):
+            feats[slot] = features[i]
+            if patch.node_id not in node_ids:
+                node_ids.append(patch.node_id)
+            node_index[slot] = node_ids.index(patch.node_id)
+        return Bag(x, feats, valid.astype(bool), node_index, clinical, None, "", node_ids)
+
     def member_module(self, member: int = 0):
         """The ``torch.nn.Module`` of one member (``forward(patches, normalised_features) -> (N, 1)``
-        logits); its Grad-CAM layer is ``config.gradcam_layer``."""
+        logits); its Grad-CAM layer is ``config.gradcam_layer``. With MONAI::
+
+            cam = GradCAM(nn_module=bundle.member_module(0), target_layers=bundle.config.gradcam_layer)
+            heatmaps = cam(patches, class_idx=0, features=bundle.normalise_features(raw_features, 0))
+        """
         return self.members[member]
 
 
@@ -550,6 +596,13 @@ def load_bundle(path: str | Path | None = None, device: str = "cpu") -> ModelBun
         raise BundleError(bundle_dir / CONFIG, "vae.patch_size differs from patch_size")
     members = []
     for spec in config.members:
+        if spec.mil is not None:
+            try:
+                member_mil = MILConfig.from_dict(spec.mil)
+            except (TypeError, ValueError) as error:
+                raise BundleError(bundle_dir / CONFIG, f"invalid member MIL config ({error})") from None
+        else:
+            member_mil = mil_config
         file = bundle_dir / spec.file
         if spec.file not in manifest["files"]:
             raise BundleError(file, "member weights not listed in the manifest")
@@ -557,7 +610,7 @@ def load_bundle(path: str | Path | None = None, device: str = "cpu") -> ModelBun
             state = load_file(str(file))
         except (SafetensorError, OSError, ValueError) as error:
             raise BundleError(file, f"unreadable weights ({error})") from None
-        member = ModelMember(vae_config, mil_config)
+        member = ModelMember(vae_config, member_mil)
         state = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()}
         try:
             member.load_state_dict(state, strict=True)
@@ -580,6 +633,7 @@ def save_member_weights(member, path: Path, dtype: str = "float16") -> None:
     }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path), metadata={"format": "lnmstaging-member", "dtype": dtype})
+    os.chmod(path, 0o644)
 
 
 def write_bundle(out_dir: Path, config: BundleConfig, members: list, card: dict, card_markdown: str) -> Path:

@@ -47,6 +47,8 @@ class NoduleDataset:
     area_mm2: np.ndarray  # (N,) cross-section area (bag order)
     mm_per_px: np.ndarray  # (N,) at the source resolution
     source_size: int  # pixels of the source crops (64 for LIDC)
+    clinical: dict | None = None  # patient -> {"age": .., "sex": 0/1, "t_stage": 1-4} (None: no clinical data)
+    patient_label: dict | None = None  # patient -> 0/1 when labels are patient-level only (cohorts)
 
     def __len__(self) -> int:
         return int(self.patches.shape[0])
@@ -56,6 +58,8 @@ class NoduleDataset:
         return np.unique(self.patient_id)
 
     def patient_labels(self) -> dict[str, int]:
+        if self.patient_label is not None:
+            return dict(self.patient_label)
         out: dict[str, int] = {}
         for p, y in zip(self.patient_id, self.slice_label, strict=True):
             out[p] = max(out.get(p, 0), int(y))

@@ -8,6 +8,19 @@ from sklearn.metrics import roc_auc_score, roc_curve
 METRIC_KEYS = ("auc", "sensitivity", "specificity", "accuracy", "f1", "balanced_accuracy", "ece")
 
 
+def fast_auc(y, p) -> float:
+    """ROC AUC by the Mann-Whitney rank statistic (ties get average ranks); NaN with one class."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(y).astype(int)
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(np.asarray(p, dtype=float))
+    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def choose_threshold(y, p) -> float:
     """Threshold maximising Youden's J (= balanced accuracy) on validation predictions."""
     y = np.asarray(y).astype(int)
@@ -37,7 +50,7 @@ def expected_calibration_error(y, p, n_bins: int = 10) -> float:
     return float(ece)
 
 
-def binary_metrics(y, p, threshold: float = 0.5) -> dict[str, float]:
+def binary_metrics(y, p, threshold: float = 0.5, auc: float | None = None) -> dict[str, float]:
     """AUC, sensitivity, specificity, accuracy, F1, balanced accuracy, ECE (+ counts) at ``threshold``."""
     y = np.asarray(y).astype(int)
     p = np.asarray(p, dtype=float)
@@ -50,7 +63,8 @@ def binary_metrics(y, p, threshold: float = 0.5) -> dict[str, float]:
     spec = tn / (tn + fp) if tn + fp else float("nan")
     prec = tp / (tp + fp) if tp + fp else 0.0
     f1 = 2 * prec * sens / (prec + sens) if (prec + sens) > 0 and np.isfinite(sens) else 0.0
-    auc = float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
+    if auc is None:
+        auc = float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
     return {
         "auc": auc,
         "sensitivity": float(sens),
@@ -82,7 +96,7 @@ def bootstrap_intervals(y, p, threshold: float, n_boot: int = 1000, seed: int = 
         idx = np.concatenate([units[i] for i in pick])
         if len(np.unique(y[idx])) < 2:
             continue
-        m = binary_metrics(y[idx], p[idx], threshold)
+        m = binary_metrics(y[idx], p[idx], threshold, auc=fast_auc(y[idx], p[idx]))
         for k in keys:
             samples[k].append(m[k])
     return {k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))] if v else [float("nan")] * 2
@@ -94,7 +108,11 @@ def summarise_folds(per_fold: list[dict], keys=METRIC_KEYS) -> dict[str, list[fl
     out = {}
     for k in keys:
         values = np.asarray([f[k] for f in per_fold if k in f], dtype=float)
-        out[k] = [float(np.nanmean(values)), float(np.nanstd(values, ddof=1)) if len(values) > 1 else 0.0]
+        values = values[np.isfinite(values)]
+        if len(values) == 0:
+            out[k] = [float("nan"), float("nan")]
+            continue
+        out[k] = [float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0]
     return out
 
 

@@ -27,7 +27,7 @@ from ..data.lidc import NoduleDataset
 from ..evaluation.cv import holdout_split, patient_folds
 from ..evaluation.metrics import choose_threshold
 from ..models.cnn import CNNConfig, CNNEncoder
-from ..models.mil import FeatureScaler, MILConfig, MILModel
+from ..models.mil import PAPER_CLINICAL, ClinicalSpec, FeatureScaler, MILConfig, MILModel, clinical_vector
 from ..models.vae import VAE, VAEConfig, VAELossConfig
 from .mil_train import MILData, MILTrainConfig, predict_mil, train_mil
 from .seed import seed_everything
@@ -134,7 +134,8 @@ class FittedModel:
         labels = dataset.nodule_labels()
         nodule_label = np.asarray([labels[n] for n in uniq])
         nodule_patient = np.asarray([dataset.patient_id[idx][nodule_ids == n][0] for n in uniq])
-        data = make_mil_data(dataset, patients, latent, self.scaler, self.mil.config.max_patches)
+        specs = self.mil.config.clinical if self.mil.config.use_clinical else ()
+        data = make_mil_data(dataset, patients, latent, self.scaler, self.mil.config.max_patches, specs)
         out = predict_mil(self.mil, data)
         return {
             "patient_id": patients, "patient_prob": out["final"], "patient_label": data.labels.numpy().astype(int),
@@ -186,8 +187,15 @@ def _new_encoder(method: str, config: PipelineConfig) -> torch.nn.Module | None:
 
 
 # ------------------------------------------------------------------------------------------ data helpers
+def _clinical(dataset: NoduleDataset, patients, specs) -> torch.Tensor | None:
+    if not specs:
+        return None
+    table = dataset.clinical or {}
+    return torch.as_tensor(np.stack([clinical_vector(specs, table.get(str(p))) for p in patients]))
+
+
 def make_mil_data(dataset: NoduleDataset, patients, latent: torch.Tensor | None, scaler: FeatureScaler,
-                  max_patches: int, patches_override: np.ndarray | None = None) -> MILData:
+                  max_patches: int, clinical_specs=()) -> MILData:
     """Bags of ``patients`` (largest slices first, padded) as :class:`MILData`."""
     patients = np.asarray(list(patients))
     slots, nodes = bag_slots(dataset.patient_id, dataset.nodule_id, dataset.area_mm2, patients, max_patches)
@@ -201,6 +209,7 @@ def make_mil_data(dataset: NoduleDataset, patients, latent: torch.Tensor | None,
         node_index=torch.as_tensor(nodes),
         labels=torch.as_tensor([float(labels[p]) for p in patients]),
         patch_labels=torch.as_tensor(np.where(slots >= 0, gather_slots(dataset.slice_label, slots), -1)),
+        clinical=_clinical(dataset, patients, clinical_specs),
     )
 
 
@@ -229,7 +238,7 @@ def augment_patches(patches: np.ndarray, masks: np.ndarray, seed: int) -> np.nda
 
 
 def synthetic_patients(dataset: NoduleDataset, patients, n: int, encoder, scaler: FeatureScaler,
-                       max_patches: int, seed: int) -> tuple[MILData | None, np.ndarray]:
+                       max_patches: int, seed: int, clinical_specs=()) -> tuple[MILData | None, np.ndarray]:
     """``n`` synthetic positive patients: augmented copies of randomly drawn positive training patients.
     Returns (bags, source patient of each) so that inner folds keep a copy with its source."""
     labels = dataset.patient_labels()
@@ -250,7 +259,8 @@ def synthetic_patients(dataset: NoduleDataset, patients, n: int, encoder, scaler
         lat = torch.as_tensor(full)
     feats = gather_slots(scaler.transform(dataset.features), slots)
     data = MILData(lat, torch.as_tensor(feats), torch.as_tensor(valid), torch.as_tensor(nodes),
-                   torch.ones(n), torch.as_tensor(np.where(valid, gather_slots(dataset.slice_label, slots), -1)))
+                   torch.ones(n), torch.as_tensor(np.where(valid, gather_slots(dataset.slice_label, slots), -1)),
+                   _clinical(dataset, sources, clinical_specs))
     return data, sources
 
 
@@ -362,7 +372,7 @@ def fit_encoder(dataset: NoduleDataset, enc_train: np.ndarray, enc_val: np.ndarr
                             description=f"{config.method.upper()}")
     log(f"  {config.method}: VAE stopped after {hist['epochs_run']} epochs, best {hist['best_epoch']} "
         f"(val loss {hist['best_val_loss']:.4f}) in {time.time() - t0:.0f}s")
-    info["vae"] = {k: hist[k] for k in ("best_epoch", "epochs_run", "best_val_loss")}
+    info["vae"] = {k: hist[k] for k in ("best_epoch", "epochs_run", "best_val_loss", "train_seconds")}
     feats_tr = torch.as_tensor(scaler.transform(dataset.features[tr]))
     labels_tr = _weak_slice_labels(dataset, tr)
     for r in range(config.em_rounds):
@@ -376,7 +386,8 @@ def fit_encoder(dataset: NoduleDataset, enc_train: np.ndarray, enc_val: np.ndarr
                                    description=f"EM {r + 1}", classifier_loss=loss_fn,
                                    initial_state=model.state_dict(), start_annealed=True)
         log(f"  {config.method}: EM round {r + 1} done (val loss {em_hist['best_val_loss']:.4f})")
-        info.setdefault("em", []).append({k: em_hist[k] for k in ("best_epoch", "epochs_run", "best_val_loss")})
+        info.setdefault("em", []).append({k: em_hist[k] for k in ("best_epoch", "epochs_run", "best_val_loss",
+                                                                  "train_seconds")})
     info["encoder_seconds"] = time.time() - t0
     model = model.cpu().eval()
     info["reconstruction_val"] = reconstruction_metrics(model, xva)
@@ -384,9 +395,27 @@ def fit_encoder(dataset: NoduleDataset, enc_train: np.ndarray, enc_val: np.ndarr
 
 
 # ------------------------------------------------------------------------------------------ fit
+def _node_predictions(patch_prob: np.ndarray, data: MILData) -> tuple[list[int], list[float]]:
+    """(label, mean patch probability) of every labelled node in the bags (node labels where known)."""
+    ys, ps = [], []
+    if data.patch_labels is None:
+        return ys, ps
+    valid = data.valid.numpy()
+    nodes = data.node_index.numpy()
+    labels = data.patch_labels.numpy()
+    for b in range(valid.shape[0]):
+        for n in np.unique(nodes[b][valid[b]]):
+            sel = valid[b] & (nodes[b] == n)
+            if labels[b][sel][0] >= 0:
+                ys.append(int(labels[b][sel][0]))
+                ps.append(float(patch_prob[b][sel].mean()))
+    return ys, ps
+
+
 def fit(dataset: NoduleDataset, train_patients, config: PipelineConfig, workdir: Path | None = None,
-        progress: bool = True, device: str = "cpu", log=print) -> FittedModel:
-    """Fit encoder + MIL on ``train_patients`` only (see the module docstring)."""
+        progress: bool = True, device: str = "cpu", log=print, encoder: torch.nn.Module | None = None) -> FittedModel:
+    """Fit encoder + MIL on ``train_patients`` only (see the module docstring). With ``encoder`` given (a
+    VAE trained before, e.g. ``lnmstaging train --stage vae``), only the classifier is trained."""
     seed_everything(config.seed)
     train_patients = np.asarray(sorted(set(np.asarray(list(train_patients)).tolist())))
     labels = dataset.patient_labels()
@@ -397,20 +426,28 @@ def fit(dataset: NoduleDataset, train_patients, config: PipelineConfig, workdir:
     latent_dim = 1
     if config.method in ("vae", "dirvae"):
         latent_dim = config.vae.latent_dim
+    if "clinical" in base_mil:
+        base_mil["clinical"] = tuple(ClinicalSpec(**c) if isinstance(c, dict) else c for c in base_mil["clinical"])
+    elif dataset.clinical:
+        base_mil["clinical"] = PAPER_CLINICAL
     mil_template = MILConfig(latent_dim=latent_dim, feature_names=dataset.feature_names,
                              max_patches=config.max_patches, use_latent=config.method != "size", **base_mil)
+    specs = mil_template.clinical if mil_template.use_clinical else ()
 
     enc_train, enc_val = holdout_split(train_patients, y_train, config.val_fraction, config.seed)
-    encoder, info = fit_encoder(dataset, enc_train, enc_val, config, scaler, mil_template, workdir, progress,
-                                device, log)
+    if encoder is None:
+        encoder, info = fit_encoder(dataset, enc_train, enc_val, config, scaler, mil_template, workdir, progress,
+                                    device, log)
+    else:
+        encoder, info = encoder.cpu().eval(), {"encoder": "given"}
     if config.method == "cnn":
         mil_template = replace(mil_template, latent_dim=encoder.feature_dim)
     latent = None if encoder is None else encode_images(encoder, torch.as_tensor(dataset.patches))
 
     t0 = time.time()
-    data = make_mil_data(dataset, train_patients, latent, scaler, config.max_patches)
+    data = make_mil_data(dataset, train_patients, latent, scaler, config.max_patches, specs)
     synth, sources = synthetic_patients(dataset, train_patients, config.synthetic_patients, encoder, scaler,
-                                        config.max_patches, config.seed + 7)
+                                        config.max_patches, config.seed + 7, specs)
 
     # inner folds: hyperparameters, epochs and threshold (the outer test patients are not in train_patients)
     inner = patient_folds(train_patients, y_train, config.inner_folds, config.seed + 101)
@@ -421,7 +458,7 @@ def fit(dataset: NoduleDataset, train_patients, config: PipelineConfig, workdir:
         mil_config = replace(mil_template, **mil_over)
         train_config = replace(config.mil_train, **train_over)
         oof = np.full(len(train_patients), np.nan)
-        epochs, aucs = [], []
+        epochs, aucs, node_y, node_p = [], [], [], []
         for fi, (itr, iva) in enumerate(inner):
             tr_rows = [position[p] for p in itr]
             va_rows = [position[p] for p in iva]
@@ -432,8 +469,12 @@ def fit(dataset: NoduleDataset, train_patients, config: PipelineConfig, workdir:
                     parts.append(synth.subset(keep))
             model, hist = train_mil(MILData.concat(parts), data.subset(va_rows), mil_config,
                                     replace(train_config, seed=config.seed + fi), device)
-            pred = predict_mil(model, data.subset(va_rows))["final"]
-            oof[va_rows] = pred
+            val_data = data.subset(va_rows)
+            out = predict_mil(model, val_data)
+            oof[va_rows] = out["final"]
+            ny, npred = _node_predictions(out["patch_prob"], val_data)
+            node_y.extend(ny)
+            node_p.extend(npred)
             epochs.append(hist["best_epoch"] + 1)
             finite = [a for a in hist["val_auc"] if np.isfinite(a)]
             aucs.append(max(finite) if finite else float("nan"))
@@ -441,10 +482,11 @@ def fit(dataset: NoduleDataset, train_patients, config: PipelineConfig, workdir:
 
         pooled = float(roc_auc_score(y_train, oof)) if len(np.unique(y_train)) == 2 else float("nan")
         results.append({"overrides": overrides, "inner_pooled_auc": pooled, "inner_epochs": epochs,
-                        "inner_best_auc": aucs, "oof": oof})
+                        "inner_best_auc": aucs, "oof": oof, "node_y": node_y, "node_p": node_p})
         log(f"  {config.method}: MIL grid {gi} {overrides}: inner pooled AUC {pooled:.3f}, epochs {epochs}")
     best = max(results, key=lambda r: (np.nan_to_num(r["inner_pooled_auc"], nan=-1.0)))
     threshold = choose_threshold(y_train, best["oof"])
+    node_threshold = choose_threshold(best["node_y"], best["node_p"]) if len(set(best["node_y"])) == 2 else 0.5
     n_epochs = int(np.median(best["inner_epochs"]))
     mil_over, train_over = _split_overrides(best["overrides"])
     mil_config = replace(mil_template, **mil_over)
@@ -454,7 +496,8 @@ def fit(dataset: NoduleDataset, train_patients, config: PipelineConfig, workdir:
     selection = {
         "overrides": best["overrides"], "epochs": n_epochs, "threshold": threshold,
         "threshold_source": "Youden J on pooled inner-fold out-of-fold patient predictions",
-        "grid": [{k: v for k, v in r.items() if k != "oof"} for r in results],
+        "node_threshold": node_threshold,
+        "grid": [{k: v for k, v in r.items() if k not in ("oof", "node_y", "node_p")} for r in results],
         "encoder_train_patients": len(enc_train), "encoder_val_patients": len(enc_val),
         "mil_seconds": time.time() - t0,
     }

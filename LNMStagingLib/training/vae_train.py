@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -118,7 +119,8 @@ def train_vae(
     if initial_state is not None:
         model.load_state_dict(initial_state)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    history: dict = {"train_loss": [], "val_loss": [], "best_epoch": -1, "best_val_loss": math.inf, "epochs_run": 0}
+    history: dict = {"train_loss": [], "val_loss": [], "best_epoch": -1, "best_val_loss": math.inf, "epochs_run": 0,
+                     "train_seconds": 0.0}
     best_state = copy.deepcopy(model.state_dict())
     start_epoch = 0
     ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
@@ -133,6 +135,7 @@ def train_vae(
     bad_epochs = start_epoch - 1 - history["best_epoch"] if history["best_epoch"] >= 0 else 0
     bar = tqdm(range(start_epoch, config.epochs), desc=description, disable=not progress, leave=False)
     for epoch in bar:
+        epoch_start = time.time()
         model.train()
         a = 1.0 if start_annealed else kld_annealing(epoch, config.loss.anneal_epochs, config.loss.anneal_rate)
         total, n = 0.0, 0
@@ -155,6 +158,7 @@ def train_vae(
         history["train_loss"].append(total / max(n, 1))
         history["val_loss"].append(val)
         history["epochs_run"] = epoch + 1
+        history["train_seconds"] = history.get("train_seconds", 0.0) + time.time() - epoch_start
         if val < history["best_val_loss"]:
             history["best_val_loss"] = val
             history["best_epoch"] = epoch

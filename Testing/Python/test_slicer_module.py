@@ -24,9 +24,19 @@ pytest.importorskip("slicer", reason="slicer-core (Kitware's Slicer core librari
 
 import LNMStagingScenarios as scenarios  # noqa: E402
 
+try:  # the prediction tests' cached tiny bundle, for scenarioPredict when no bundle is installed
+    from test_prediction_support import tiny_bundle_dir  # noqa: F401  (fixture)
+except ImportError:
+    tiny_bundle_dir = None
+
 
 @pytest.mark.parametrize("scenario", scenarios.SCENARIOS, ids=lambda scenario: scenario.__name__)
-def test_slicer_scenario(scenario, tmp_path: Path) -> None:
+def test_slicer_scenario(scenario, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if scenario is scenarios.scenarioPredict and scenarios.predictionLibraryAvailable():
+        from LNMStagingLib.bundle import list_bundles
+
+        if not list_bundles() and tiny_bundle_dir is not None:  # no bundled model: the tiny test bundle stands in
+            monkeypatch.setenv("LNMSTAGING_MODEL_PATH", str(request.getfixturevalue("tiny_bundle_dir")))
     context = scenarios.makeHeadlessScene()
     try:
         scenario(context, tmp_path)
@@ -40,10 +50,14 @@ def test_slicer_logic_imports_no_application_api() -> None:
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     assert imported <= {"__future__", "collections", "dataclasses", "pathlib", "typing", "numpy", "slicer", "vtk", "LNMStagingLib"}, imported
-    forbidden = {"app", "modules", "mrmlScene", "ScriptedLoadableModule", "util"}
+    forbidden = {"app", "modules", "mrmlScene", "ScriptedLoadableModule"}
     used = {node.attr for node in ast.walk(tree)
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "slicer"}
     assert not used & forbidden, used & forbidden
+    # Only the slicer.util helpers that need no application (many look up slicer.mrmlScene or slicer.app).
+    utilities = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+                 and isinstance(node.value, ast.Attribute) and node.value.attr == "util"}
+    assert utilities <= {"arrayFromVolume", "updateVolumeFromArray", "arrayFromVTKMatrix", "vtkMatrixFromArray"}, utilities
 
 
 def test_slicer_ui_inputs_have_tooltips() -> None:
@@ -65,3 +79,50 @@ def test_slicer_ui_inputs_have_tooltips() -> None:
 def test_slicer_module_file_compiles() -> None:
     """LNMStaging.py needs the Slicer application to run; here at least it must compile."""
     compile((MODULE_DIR / "LNMStaging.py").read_text(), "LNMStaging.py", "exec")
+
+
+def test_slicer_module_loads_with_stubbed_application(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Import LNMStaging.py with the application-only modules stubbed: catches errors at import and class
+    definition (names, the parameter node's fields), and checks the dependency list it installs."""
+    import importlib.util
+    import types
+
+    class Base:
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+    scripted = types.ModuleType("slicer.ScriptedLoadableModule")
+    for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleWidget", "ScriptedLoadableModuleLogic", "ScriptedLoadableModuleTest"):
+        setattr(scripted, name, type(name, (Base,), {}))
+    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
+    wrapper.parameterNodeWrapper = lambda cls: cls
+    monkeypatch.setitem(sys.modules, "qt", types.ModuleType("qt"))
+    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", scripted)
+    monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", wrapper)
+    spec = importlib.util.spec_from_file_location("LNMStagingModuleUnderTest", MODULE_DIR / "LNMStaging.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    fields = module.LNMStagingParameterNode.__annotations__
+    ui = (MODULE_DIR / "Resources" / "UI" / "LNMStaging.ui").read_text()
+    for field in fields:  # every parameter is bound to a widget through SlicerParameterName
+        assert f"<string>{field}</string>" in ui, field
+    assert module.requirementsFile() == ROOT / "Resources" / "requirements.txt"
+    required = [line.split("#")[0].strip() for line in module.requirementsFile().read_text().splitlines()]
+    names = {re.split(r"[<>=!~ ]", line)[0].lower() for line in required if line}
+    # Slicer ships numpy and SimpleITK; torch comes from the PyTorch extension (CPU build by default).
+    assert names and not names & {"torch", "numpy", "simpleitk"}, names
+    assert set(module.missingRequirements()) <= {line for line in required if line}
+
+
+def test_slicer_logic_hides_itself_from_the_module_list() -> None:
+    """Slicer instantiates LNMStagingLogic(moduleObject) while scanning the module folder: it must not
+    fail and must mark that module hidden."""
+    from types import SimpleNamespace
+
+    from LNMStagingLogic import LNMStagingLogic
+
+    moduleObject = SimpleNamespace(hidden=False)
+    LNMStagingLogic(moduleObject)
+    assert moduleObject.hidden is True
+    LNMStagingLogic()  # the ordinary use

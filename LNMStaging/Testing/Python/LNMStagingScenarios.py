@@ -8,6 +8,7 @@ the segmentations logic's static methods, so the same code runs in both places.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,11 +20,6 @@ import numpy as np
 import SimpleITK as sitk
 import slicer
 import vtk
-
-from LNMStagingLib.errors import InputError
-from LNMStagingLib.imageio import read_image
-from LNMStagingLib.segmentation import read_segmentation
-from LNMStagingLib.volume import Volume
 from LNMStagingLogic import (
     OUTPUT_ATTRIBUTE,
     PROBABILITY_TAG,
@@ -31,6 +27,11 @@ from LNMStagingLogic import (
     PreparedInputs,
     predictionLibraryAvailable,
 )
+
+from LNMStagingLib.errors import InputError
+from LNMStagingLib.imageio import read_image
+from LNMStagingLib.segmentation import read_segmentation
+from LNMStagingLib.volume import Volume
 
 PREDICTION_MISSING = "prediction library not available yet"
 TRAVERSAL_FRAMES = 7
@@ -298,6 +299,14 @@ def scenarioTransforms(context: SceneContext, folder: Path) -> None:
     nodes, _, _ = logic.nodeRegionsFromSegmentation(segmentationNode, volumeNode)
     assertSameNodes(nodes, expectedNodes, before.array.shape)
 
+    # The segmentation moved away from the image: said, not silently empty.
+    away = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "away")
+    farMatrix = vtk.vtkMatrix4x4()
+    farMatrix.SetElement(2, 3, 5000.0)
+    away.SetMatrixTransformToParent(farMatrix)
+    segmentationNode.SetAndObserveTransformNodeID(away.GetID())
+    _expectInputError(lambda: logic.nodeRegionsFromSegmentation(segmentationNode, volumeNode), "does not overlap")
+
     warp = scene.AddNewNodeByClass("vtkMRMLGridTransformNode", "warp")
     volumeNode.SetAndObserveTransformNodeID(warp.GetID())
     _expectInputError(lambda: logic.volumeFromNode(volumeNode), "Harden transform")
@@ -313,19 +322,27 @@ def _expectInputError(call: Callable[[], Any], fragment: str) -> None:
 
 
 def fakePredictionResult(prepared: PreparedInputs) -> SimpleNamespace:
-    """A stand-in with the fields of LNMStagingLib's PredictionResult, to test the scene outputs alone."""
+    """A stand-in with the fields of LNMStagingLib's PredictionResult that the module reads, to test the
+    scene outputs without a model (the real result goes through the same checks in scenarioPredict)."""
     shape = prepared.volume.array.shape
     heatmap = np.zeros(shape, np.float32)
-    rows = []
-    traversals = {}
+    rows, traversals, patches = [], {}, {}
     for index, region in enumerate(prepared.nodes):
         probability = (index + 1) / (len(prepared.nodes) + 1)
         heatmap[region.slices()][region.mask] = probability
-        measurements = SimpleNamespace(short_axis_mm=4.0 + index, long_axis_mm=6.0 + index, axis_ratio=0.7, convexity=0.95, compactness=0.8)
-        rows.append(SimpleNamespace(node_id=region.node_id, segment_name=region.segment_name, probability=probability, std=0.05,
-                                    measurements=measurements, criteria=["short axis >= 5 mm"] if index else []))
-        traversals[region.node_id] = {"growth": np.random.default_rng(index).random((TRAVERSAL_FRAMES, 32, 32)).astype(np.float32)}
-    return SimpleNamespace(probability=0.7, std=0.1, decision="N+", uncertain=False, nodes=rows, heatmap=heatmap, traversals=traversals)
+        esgar = {"suspicious": index % 2 == 1, "round": True, "irregular_border": index % 3 == 0, "heterogeneous": False}
+        rows.append(SimpleNamespace(
+            node_id=region.node_id, segment_name=region.segment_name, probability=probability, std=0.05,
+            short_axis_mm=4.0 + index, long_axis_mm=6.0 + index, axis_ratio=0.7, convexity=0.95, compactness=1.1,
+            criteria={"esgar": esgar, "lateral_short_axis_7mm": 4.0 + index >= 7.0},
+        ))
+        frames = np.random.default_rng(index).random((TRAVERSAL_FRAMES, 32, 32)).astype(np.float32)
+        traversals[region.node_id] = {"growth": frames, "border_irregularity": frames[::-1]}
+        patches[region.node_id] = SimpleNamespace(pixel_mm=0.9)
+    patient = SimpleNamespace(probability=0.7, std=0.1, decision="N+ (node positive)", threshold=0.5, uncertain=False,
+                              uncertainty_reasons=[])
+    return SimpleNamespace(patient=patient, nodes=rows, heatmap=heatmap, traversals=traversals, node_patches=patches,
+                           skipped_nodes=[], model=SimpleNamespace(name="stand-in", version="0"))
 
 
 def checkOutputs(context: SceneContext, prepared: PreparedInputs, outputs: Any, expectedProbabilities: dict[str, float] | None = None) -> None:
@@ -352,16 +369,22 @@ def checkOutputs(context: SceneContext, prepared: PreparedInputs, outputs: Any, 
     volumeNode.GetIJKToRASMatrix(b)
     assert all(abs(a.GetElement(r, c) - b.GetElement(r, c)) < 1e-9 for r in range(4) for c in range(4)), "IJK-to-RAS differs"
     assert heatmapNode.GetTransformNodeID() == volumeNode.GetTransformNodeID()
-    heat = slicer.util.arrayFromVolume(heatmapNode)
+    heat = np.clip(slicer.util.arrayFromVolume(heatmapNode), 0, None)
     near = np.zeros(heat.shape, bool)
+    spacing = prepared.volume.spacing
     for region in prepared.nodes:
-        # The patch around a node (its box plus a few voxels in-plane, one slice through-plane).
+        # The field the model saw around the node: its patches (pixel size x frame size), on its slices
+        # (+-1 for interpolation), centred on its box.
+        side = outputs.result.node_patches[region.node_id].pixel_mm * outputs.result.traversals[region.node_id]["growth"].shape[-1]
+        halfI, halfJ = (int(np.ceil(side / 2 / spacing[axis])) + 1 for axis in (0, 1))
         k, j, i = region.offset
         nk, nj, ni = region.mask.shape
-        near[max(k - 1, 0):k + nk + 1, max(j - 5, 0):j + nj + 5, max(i - 5, 0):i + ni + 5] = True
-    total = float(np.clip(heat, 0, None).sum())
+        ci, cj = i + ni // 2, j + nj // 2
+        near[max(k - 1, 0):k + nk + 1, max(cj - halfJ, 0):cj + halfJ + 1, max(ci - halfI, 0):ci + halfI + 1] = True
+    total = float(heat.sum())
     assert total > 0, "the heatmap is empty"
-    assert float(np.clip(heat, 0, None)[near].sum()) / total >= 0.5, "the heatmap's mass is not on the nodes"
+    onNodes = float(heat[near].sum()) / total
+    assert onNodes >= 0.99, f"only {onNodes:.1%} of the heatmap's mass lies on the nodes' patches"
     assert heatmapNode.GetDisplayNode() is not None and heatmapNode.GetDisplayNode().GetColorNodeID()
 
     # Segments recoloured and tagged.
@@ -407,19 +430,28 @@ def scenarioOutputsAndRerun(context: SceneContext, folder: Path) -> None:
         assert count - scene.GetNumberOfNodes() == perNode
 
 
-def _libraryReport(files: CaseFiles, clinical: Any = None) -> dict[str, float]:
-    """Per-segment probabilities the command line computes for the same files (its report.json numbers)."""
-    from LNMStagingLib.case import load_case
-    from LNMStagingLib.prediction import predict_case
+def _reportProbabilities(files: CaseFiles, folder: Path) -> dict[str, float]:
+    """Per-node probabilities in the report.json that ``lnmstaging predict`` writes for the same files (and the
+    same default model), by segment name."""
+    from LNMStagingLib.cli import main
 
-    result = predict_case(load_case(files.image, files.segnrrd, False), clinical, None, None, None)
-    return {row.segment_name: float(row.probability) for row in result.nodes}
+    out = folder / "cli-prediction"
+    code = main(["predict", str(files.image), str(files.segnrrd), "--quiet", "--out", str(out)])
+    assert code == 0, f"lnmstaging predict exited with {code}"
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    return {node["segment_name"]: node["probability"] for node in report["nodes"]}
 
 
 def scenarioPredict(context: SceneContext, folder: Path) -> None:
-    """The full module path on the test case: same numbers as the library/CLI, outputs, rerun."""
+    """The full module path on the phantom with the default model (pytest points LNMSTAGING_MODEL_PATH at
+    the tiny test bundle when none is installed): the numbers of ``lnmstaging predict``'s report.json, the
+    outputs, and a rerun that leaves the scene's node count unchanged."""
     if not predictionLibraryAvailable():
         raise Skip(PREDICTION_MISSING)
+    from LNMStagingLib.bundle import list_bundles
+
+    if not list_bundles():
+        raise Skip("no model bundle installed (Resources/Models or LNMSTAGING_MODEL_PATH)")
     files = writeTestCase(folder)
     scene = context.scene
     volumeNode = loadVolume(scene, files.image)
@@ -428,10 +460,10 @@ def scenarioPredict(context: SceneContext, folder: Path) -> None:
     messages: list[str] = []
     outputs = logic.predict(volumeNode, segmentationNode, progress=lambda fraction, message: messages.append(message))
     prepared = logic.prepareInputs(volumeNode, segmentationNode)
-    checkOutputs(context, prepared, outputs, _libraryReport(files))
+    checkOutputs(context, prepared, outputs, _reportProbabilities(files, folder))
     assert messages, "no progress was reported"
     count = scene.GetNumberOfNodes()
-    logic.predict(volumeNode, segmentationNode)
+    logic.predict(volumeNode, segmentationNode, clinical={"age": 61, "sex": "female", "t_stage": "T3"})
     assert scene.GetNumberOfNodes() == count, f"rerun changed the node count: {count} -> {scene.GetNumberOfNodes()}"
 
 

@@ -1,0 +1,252 @@
+"""Learning sub-commands: ``train``, ``models``, ``evaluate``, ``benchmark``."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from ..errors import BundleError, InputError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a VAE, a classifier, or both (a model bundle) from LIDC-layout data or a cohort",
+        description="Train the VAE-MLP. --stage vae: the encoder only; --stage classifier: the MIL classifier on "
+                    "a VAE trained before (--encoder); --stage both (default): everything, written as a bundle.",
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="folder with nodules.npz (+ nodules.csv), the LIDC layout")
+    source.add_argument("--manifest", type=Path, help="cohort manifest CSV (patient_id, image, segmentation, ...)")
+    p.add_argument("--preset", default=None, help="preprocessing preset for --manifest (default mri-t2)")
+    p.add_argument("--fov-mm", type=float, default=None, help="patch field of view in mm for --manifest")
+    p.add_argument("--out", type=Path, required=True, help="output folder (a bundle for --stage both)")
+    p.add_argument("--stage", choices=("vae", "classifier", "both"), default="both")
+    p.add_argument("--encoder", type=Path, help="for --stage classifier: the output folder of --stage vae")
+    p.add_argument("--method", choices=("vae", "dirvae"), default="vae", help="Gaussian (vae) or Dirichlet VAE")
+    p.add_argument("--members", type=int, default=0,
+                   help="cross-validation fold models added to the bundle as an ensemble (0-10)")
+    p.add_argument("--name", default=None, help="bundle name (default: the output folder's name)")
+    p.add_argument("--version", default="1.0.0")
+    p.add_argument("--config", type=Path, help="JSON file of PipelineConfig overrides")
+    p.add_argument("--epochs", type=int, help="maximum VAE epochs")
+    p.add_argument("--quick", action="store_true", help="tiny settings (seconds; for trying the command)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=_train)
+
+    p = subparsers.add_parser("models", help="list the installed model bundles")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {name, path, default}")
+    p.add_argument("--verify", action="store_true", help="also check every bundle's files against its manifest")
+    p.set_defaults(handler=_models)
+
+    p = subparsers.add_parser("evaluate", help="evaluate a bundle (unchanged) on LIDC-layout data")
+    p.add_argument("--model", default=None, help="bundle folder or name (default: the default bundle)")
+    p.add_argument("--data", type=Path, required=True, help="folder with nodules.npz (+ nodules.csv)")
+    p.add_argument("--out", type=Path, required=True, help="metrics.json to write")
+    p.add_argument("--plots", type=Path, default=None, help="folder for ROC and reliability plots")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    p.set_defaults(handler=_evaluate)
+
+    p = subparsers.add_parser("benchmark", help="nested cross-validation benchmark")
+    sub = p.add_subparsers(dest="benchmark_name", metavar="DATASET")
+    b = sub.add_parser("lidc", help="size-only, CNN + MIL, VAE-MLP, DirVAE-MLP on the same nested folds")
+    b.add_argument("--data", type=Path, required=True, help="LIDC folder (nodules.npz + nodules.csv)")
+    b.add_argument("--out", type=Path, required=True, help="run folder (results per fold; reruns resume)")
+    b.add_argument("--methods", default="size,vae,cnn,dirvae,vae_max,vae_mlp_only",
+                   help="comma-separated: size, cnn, vae, dirvae, vae_max, vae_mlp_only (ablations)")
+    b.add_argument("--folds", type=int, default=5)
+    b.add_argument("--quick", action="store_true", help="tiny settings (minutes; for trying the command)")
+    b.add_argument("--max-patients", type=int, default=None, help="random subset of patients (quick tries)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--threads", type=int, default=2)
+    b.add_argument("--no-progress", action="store_true")
+    b.set_defaults(handler=_benchmark)
+    p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
+
+
+def _command_line() -> str:
+    return "lnmstaging " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _models(args) -> int:
+    from ..bundle import list_bundles, verify_bundle
+
+    bundles = list_bundles()
+    if args.verify:
+        for info in bundles:
+            verify_bundle(info.path)
+    if args.json:
+        print(json.dumps([b.to_json() for b in bundles], indent=2))
+        return 0
+    if not bundles:
+        print("no model bundles installed")
+        return 0
+    for b in bundles:
+        print(f"{'*' if b.default else ' '} {b.name}\t{b.path}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    import torch
+
+    from ..bundle import load_bundle
+    from ..evaluation.evaluate import evaluate_bundle
+
+    torch.set_num_threads(2)
+    bundle = load_bundle(args.model)
+    if not args.data.is_dir():
+        raise InputError(args.data, "data folder not found")
+    result = evaluate_bundle(bundle, args.data, n_boot=args.bootstrap, plots_dir=args.plots)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, default=float) + "\n", encoding="utf-8")
+    n, p = result["nodule"], result["patient"]
+    print(f"{bundle.name}: nodule AUC {n['auc']:.3f}, patient AUC {p['auc']:.3f} "
+          f"(sens {p['sensitivity']:.3f}, spec {p['specificity']:.3f}) -> {args.out}")
+    return 0
+
+
+def _benchmark(args) -> int:
+    import torch
+
+    from ..evaluation.benchmark import METHOD_LABELS, run_benchmark
+
+    if args.benchmark_name != "lidc":
+        raise InputError(None, "choose a benchmark: lnmstaging benchmark lidc --data DIR --out DIR")
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    unknown = [m for m in methods if m not in METHOD_LABELS]
+    if unknown:
+        raise InputError(None, f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHOD_LABELS)}")
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+    path = run_benchmark(args.data, args.out, methods=methods, n_folds=args.folds, seed=args.seed, quick=args.quick,
+                         progress=not args.no_progress, command=_command_line(), max_patients=args.max_patients)
+    print(path.read_text(encoding="utf-8"))
+    print(f"benchmark finished in {(time.time() - t0) / 60:.1f} min: {path}")
+    return 0
+
+
+def _pipeline_config(args):
+    from dataclasses import replace
+
+    from ..evaluation.benchmark import benchmark_configs
+    from ..training.pipeline import PipelineConfig
+
+    config = benchmark_configs(args.quick)[args.method]
+    if args.config:
+        try:
+            overrides = json.loads(args.config.read_text(encoding="utf-8"))
+            merged = config.to_dict()
+            for key, value in overrides.items():
+                if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                    merged[key].update(value)
+                else:
+                    merged[key] = value
+            config = PipelineConfig.from_dict(merged)
+        except (OSError, ValueError, TypeError) as error:
+            raise InputError(args.config, f"invalid pipeline configuration ({error})") from None
+    if args.epochs:
+        config = replace(config, vae_train=replace(config.vae_train, epochs=args.epochs))
+    return replace(config, seed=args.seed, vae_train=replace(config.vae_train, seed=args.seed),
+                   mil_train=replace(config.mil_train, seed=args.seed))
+
+
+def _train(args) -> int:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from ..evaluation.cv import patient_folds
+    from ..models.mil import FeatureScaler, MILConfig
+    from ..training.bundling import build_bundle
+    from ..training.pipeline import PipelineConfig, fit, fit_encoder
+    from ..training.seed import default_device, seed_everything
+
+    torch.set_num_threads(args.threads)
+    device = args.device or default_device()
+    progress = not args.no_progress
+    config = _pipeline_config(args)
+    seed_everything(args.seed)
+    if args.data:
+        from ..data.lidc import load_lidc
+
+        dataset = load_lidc(args.data)
+        preset = args.preset or "lidc-png"
+        fov = round(dataset.fov_mm(), 3)
+    else:
+        from ..data.cohort_data import load_cohort
+
+        preset = args.preset or "mri-t2"
+        dataset = load_cohort(args.manifest, preset=preset, fov_mm=args.fov_mm, progress=progress)
+        fov = args.fov_mm
+    patients = dataset.patients
+    labels = dataset.patient_labels()
+    if len(set(labels.values())) < 2:
+        raise InputError(args.data or args.manifest, "training needs positive and negative patients")
+    out: Path = args.out
+    if args.stage != "vae" and out.exists() and any(out.iterdir()):
+        raise BundleError(out, "output folder is not empty (a bundle is written into a new folder)")
+    t0 = time.time()
+
+    if args.stage == "vae":
+        from ..evaluation.cv import holdout_split
+
+        y = [labels[p] for p in patients]
+        train, val = holdout_split(patients, y, config.val_fraction, config.seed)
+        scaler = FeatureScaler.fit(dataset.feature_names, dataset.features)
+        mil_template = MILConfig(latent_dim=config.vae.latent_dim, feature_names=dataset.feature_names)
+        encoder, info = fit_encoder(dataset, train, val, config, scaler, mil_template, out / "checkpoints",
+                                    progress, device, print)
+        out.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(out / "encoder.safetensors"))
+        (out / "encoder.json").write_text(json.dumps({"pipeline": config.to_dict(), "method": args.method,
+                                                       "info": info}, indent=1, default=float), encoding="utf-8")
+        print(f"VAE written to {out} in {(time.time() - t0) / 60:.1f} min "
+              f"(validation SSIM {info['reconstruction_val']['ssim']:.3f})")
+        return 0
+
+    encoder = None
+    if args.stage == "classifier":
+        from ..training.pipeline import _new_encoder
+
+        if args.encoder is None:
+            raise InputError(None, "--stage classifier needs --encoder (the folder written by --stage vae)")
+        meta_path = args.encoder / "encoder.json"
+        if not meta_path.is_file():
+            raise InputError(meta_path, "not found (train the VAE first with --stage vae)")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        config = PipelineConfig.from_dict(meta["pipeline"])
+        encoder = _new_encoder(meta["method"], config)
+        try:
+            encoder.load_state_dict(load_file(str(args.encoder / "encoder.safetensors")))
+        except (OSError, RuntimeError) as error:
+            raise InputError(args.encoder / "encoder.safetensors", f"cannot load the VAE ({error})") from None
+
+    primary = fit(dataset, patients, config, workdir=out.parent / (out.name + ".work"), progress=progress,
+                  device=device, encoder=encoder)
+    folds = []
+    if args.members > 0:
+        if args.members > 10:
+            raise InputError(None, "--members must be at most 10")
+        splits = patient_folds(patients, [labels[p] for p in patients], max(args.members, 2), args.seed)
+        for k, (train, _) in enumerate(splits[: args.members]):
+            print(f"fold member {k + 1}/{args.members}")
+            folds.append(fit(dataset, train, config, progress=progress, device=device, encoder=encoder))
+    name = args.name or out.name
+    card = {
+        "summary": f"VAE-MLP trained with `{_command_line()}`.",
+        "intended_use": "Research use only; not a medical device.",
+        "data": {"source": str(args.data or args.manifest), "patients": int(len(patients)),
+                 "patches": int(len(dataset))},
+        "evaluation": {"note": "evaluate with `lnmstaging evaluate` or a nested benchmark; no figures here"},
+        "limits": ["research use only, not a medical device"],
+    }
+    build_bundle(out, name, args.version, primary, folds, dataset, preset, fov, card,
+                 training={"pipeline": config.to_dict(), "command": _command_line()},
+                 clinical_absent_reason="" if dataset.clinical else "no clinical data in the training data")
+    print(f"bundle {name} written to {out} in {(time.time() - t0) / 60:.1f} min "
+          f"(threshold {primary.threshold:.3f}, {1 + len(folds)} members)")
+    return 0

@@ -1,0 +1,125 @@
+"""`lnmstaging predict` and `lnmstaging explain clusters`.
+
+Heavy modules (torch, MONAI) are imported inside the handlers so that other commands start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ..cohort import ClinicalData, parse_t_stage
+from ..errors import InputError
+
+_MISSING_WORDS = {"", "na", "n/a", "nan", "none", "unknown", "missing", "?"}
+
+
+def _clinical(args: argparse.Namespace) -> ClinicalData:
+    """Clinical values from the command line; absent or 'unknown' values are declared missing (None)."""
+    def text(value: str | None) -> str | None:
+        return None if value is None or value.strip().lower() in _MISSING_WORDS else value.strip()
+
+    age_text, sex_text, stage_text = text(args.age), text(args.sex), text(args.t_stage)
+    try:
+        age = float(age_text) if age_text is not None else None
+    except ValueError:
+        raise InputError(None, f"--age must be a number of years, not {args.age!r}") from None
+    sex = {"FEMALE": "F", "MALE": "M"}.get(sex_text.upper(), sex_text.upper()) if sex_text else None
+    try:
+        stage = parse_t_stage(stage_text)
+    except ValueError as error:
+        raise InputError(None, f"--t-stage: {error}") from None
+    return ClinicalData(age=age, sex=sex, t_stage=stage)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    clinical = _clinical(args)
+    from ..case import load_case
+
+    case = load_case(args.image, args.segmentation, split_islands=args.split_islands)
+    started = time.perf_counter()
+    import monai.visualize  # noqa: F401  (imported here so that the timings below exclude imports)
+    import torch  # noqa: F401
+    from tqdm.auto import tqdm
+
+    from ..bundle import load_bundle
+    from ..prediction import check_intended_input, image_modality, predict_case, write_outputs
+
+    imports = time.perf_counter() - started
+    clock = time.perf_counter()
+    bundle = load_bundle(args.model)
+    check_intended_input(bundle, args.preset, image_modality(args.image))
+    load_time = time.perf_counter() - clock
+    clock = time.perf_counter()
+    with tqdm(total=100, desc="predict", unit="%", disable=None if not args.quiet else True, leave=False) as bar:
+        def progress(fraction: float, message: str) -> None:
+            bar.set_postfix_str(message)
+            bar.update(round(100 * fraction) - bar.n)
+
+        result = predict_case(case, clinical, bundle=bundle, progress=progress)
+    predict_time = time.perf_counter() - clock
+    result.timings.model_load_s = load_time
+    clock = time.perf_counter()
+    write_outputs(result, case, args.out)
+    write_time = time.perf_counter() - clock
+    for name in case.skipped_segments:
+        print(f"lnmstaging: warning: segment '{name}' is empty and was skipped", file=sys.stderr)
+    for skipped in result.skipped_nodes:
+        print(f"lnmstaging: warning: node '{skipped['segment_name']}' {skipped['reason']}: no prediction", file=sys.stderr)
+    patient = result.patient
+    flag = " UNCERTAIN (" + "; ".join(patient.uncertainty_reasons) + ")" if patient.uncertain else ""
+    print(f"patient: probability {patient.probability:.3f} +/- {patient.std:.3f}, {patient.decision} at threshold "
+          f"{patient.threshold:.3f}{flag}")
+    print(f"{len(result.nodes)} node(s) -> {args.out} (research use only, model {bundle.name} {bundle.version})")
+    t = result.timings
+    print(f"times: imports {imports:.2f} s, model load {load_time:.2f} s, inference {predict_time:.2f} s "
+          f"(preprocessing {t.preprocessing_s:.2f}, probabilities {t.inference_s:.2f}, Grad-CAM {t.gradcam_s:.2f}, "
+          f"traversals {t.traversal_s:.2f}), writing {write_time:.2f} s")
+    return 0
+
+
+def _clusters(args: argparse.Namespace) -> int:
+    from ..prediction.clusters import run_cluster_analysis
+
+    summary = run_cluster_analysis(args.model, args.data, args.out, k=args.k, k_max=args.k_max, seed=args.seed)
+    print(f"k = {summary['k']} ({summary['k_choice']}); {summary['n_nodules']} nodules -> {args.out}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    predict = subparsers.add_parser(
+        "predict", help="node and patient metastasis probabilities with Grad-CAM, traversals, criteria and a report",
+        description="Predict one segmented case. Writes DIR/report.json, DIR/gradcam.nrrd (on the image grid), "
+        "DIR/traversal/ and DIR/report.html. Research use only, not a medical device.",
+    )
+    predict.add_argument("image", type=Path, help="image: NRRD, NIfTI, MHA or a DICOM series folder")
+    predict.add_argument("segmentation", type=Path, help="labelmap (one node per label) or Slicer .seg.nrrd")
+    predict.add_argument("--age", help="age in years (absent = declared missing)")
+    predict.add_argument("--sex", help="F or M (absent = declared missing)")
+    predict.add_argument("--t-stage", help="primary tumour T stage, T1..T4 (absent = declared missing)")
+    predict.add_argument("--model", help="model bundle folder or installed bundle name (default: the default bundle)")
+    predict.add_argument("--preset", help="the preprocessing preset the image is meant for; refused when the bundle "
+                         "expects another one")
+    predict.add_argument("--split-islands", action="store_true", help="each connected component is its own node")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar")
+    predict.add_argument("--out", type=Path, required=True, help="output folder (replaced as a whole, atomically)")
+    predict.set_defaults(handler=_predict)
+
+    explain = subparsers.add_parser("explain", help="explore a model's latent space")
+    explain_commands = explain.add_subparsers(dest="explain_command", metavar="WHAT")
+    clusters = explain_commands.add_parser(
+        "clusters", help="k-means clusters of node latents with size/border statistics (Keel et al. 2025, Table 4)",
+        description="Encode every nodule's largest cross-section, cluster the latents with k-means (k chosen at the "
+        "elbow of the within-cluster short-axis SD, as in the paper, unless --k is given), and write the per-cluster "
+        "statistics (JSON, Markdown) and 2D latent maps (PNG).",
+    )
+    clusters.add_argument("--model", help="model bundle folder or installed bundle name (default: the default bundle)")
+    clusters.add_argument("--data", type=Path, required=True, help="folder in the LIDC layout (nodules.npz, nodules.csv)")
+    clusters.add_argument("--out", type=Path, required=True, help="output folder (replaced as a whole, atomically)")
+    clusters.add_argument("--k", type=int, help="use this number of clusters instead of choosing it")
+    clusters.add_argument("--k-max", type=int, default=60, help="largest k tried when choosing k (default 60)")
+    clusters.add_argument("--seed", type=int, default=0)
+    clusters.set_defaults(handler=_clusters)
+    explain.set_defaults(handler=lambda _args: explain.print_help() or 2)

@@ -1,0 +1,97 @@
+"""Training data from a user's own cohort (a cohort manifest CSV: image, segmentation, clinical data, N stage).
+
+Each case is loaded and prepared with the foundation (``load_case``, ``prepare_case`` with a preset,
+``extract_patches``); every node's patches (largest cross-section plus secondary slices) become training
+patches, with the size/border features of that cross-section (``measure_cross_section`` on the prepared
+grid). Labels are patient-level (N0 -> 0, N1/N2 -> 1): weak supervision; node labels are unknown (-1).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..models.mil import DEFAULT_FEATURES
+from .lidc import NoduleDataset
+
+
+def clinical_values(clinical) -> dict:
+    """Foundation ``ClinicalData`` -> model inputs: age (years), sex (0 F, 1 M), t_stage (1-4); None = missing."""
+    if clinical is None:
+        return {}
+    sex = {"F": 0.0, "M": 1.0}.get(getattr(clinical, "sex", None) or "", None)
+    t = getattr(clinical, "t_stage", None)
+    return {"age": getattr(clinical, "age", None), "sex": sex, "t_stage": float(t[1]) if t else None}
+
+
+def patch_features(prepared, patches, feature_names=DEFAULT_FEATURES) -> np.ndarray:
+    """Raw features (P, F) of patches: ``measure_cross_section`` of the patch's node on the patch's slice,
+    on the prepared grid (spacing in mm). Use the same function at prediction time."""
+    from ..measure import measure_cross_section
+
+    spacing = prepared.image.spacing
+    nodes = {node.node_id: node for node in prepared.nodes}
+    rows = []
+    for patch in patches:
+        node = nodes[patch.node_id]
+        cross = node.mask[patch.slice_index - node.offset[0]]
+        c = measure_cross_section(cross, (spacing[0], spacing[1]))
+        values = {"short_axis_mm": c.short_axis_mm, "long_axis_mm": c.long_axis_mm, "axis_ratio": c.axis_ratio,
+                  "convexity": c.convexity, "compactness": c.compactness, "area_mm2": c.area_mm2,
+                  "perimeter_mm": c.perimeter_mm}
+        rows.append([values[name] for name in feature_names])
+    return np.asarray(rows, dtype=np.float32).reshape(len(rows), len(feature_names))
+
+
+def load_cohort(manifest: str | Path, preset: str = "mri-t2", patch_size: int = 32, fov_mm: float | None = None,
+                max_patches: int = 15, progress: bool = True, require_labels: bool = True) -> NoduleDataset:
+    """A :class:`NoduleDataset` from a cohort manifest (patients without an N stage are skipped when
+    ``require_labels``)."""
+    from ..case import load_case, prepare_case
+    from ..cohort import read_manifest
+    from ..errors import InputError
+    from ..patches import PatchConfig, extract_patches
+    from ..presets import get_preset
+
+    entries = read_manifest(manifest)
+    preset_obj = get_preset(preset)
+    config = PatchConfig(size=patch_size, fov_mm=fov_mm, max_patches=max_patches)
+    patches, masks, feats, nodules, patients, areas = [], [], [], [], [], []
+    clinical, labels = {}, {}
+    for entry in tqdm(entries, desc="cases", disable=not progress):
+        if entry.label is None and require_labels:
+            continue
+        case = load_case(entry.image, entry.segmentation)
+        prepared = prepare_case(case, preset_obj)
+        patch_set = extract_patches(prepared, config)
+        if not patch_set.patches:
+            continue
+        f = patch_features(prepared, patch_set.patches)
+        for patch, row in zip(patch_set.patches, f, strict=True):
+            patches.append(patch.image)
+            masks.append(patch.mask)
+            feats.append(row)
+            nodules.append(f"{entry.patient_id}/{patch.node_id}")
+            patients.append(entry.patient_id)
+            areas.append(patch.area_mm2)
+        clinical[entry.patient_id] = clinical_values(entry.clinical)
+        labels[entry.patient_id] = int(entry.label) if entry.label is not None else 0
+    if not patches:
+        raise InputError(manifest, "no labelled patient with segmented nodes")
+    n = len(patches)
+    return NoduleDataset(
+        patches=np.clip(np.stack(patches), 0, 1)[:, None].astype(np.float32),
+        masks=np.stack(masks),
+        features=np.stack(feats),
+        feature_names=DEFAULT_FEATURES,
+        slice_label=np.full(n, -1, dtype=np.int64),
+        nodule_id=np.asarray(nodules),
+        patient_id=np.asarray(patients),
+        area_mm2=np.asarray(areas, dtype=np.float32),
+        mm_per_px=np.full(n, np.nan),
+        source_size=patch_size,
+        clinical=clinical,
+        patient_label=labels,
+    )

@@ -1,0 +1,307 @@
+"""`lnmstaging benchmark lidc`: size-only, CNN + MIL head, VAE-MLP (Gaussian) and DirVAE-MLP on the same
+patient-grouped, stratified, nested 5-fold cross-validation, with resume.
+
+Each (method, fold) writes ``<out>/<method>/fold_<k>/result.json`` (+ the fitted model); a rerun skips what
+is done. The outer test fold is used once, for the reported predictions; everything that is chosen
+(encoder epoch, MIL hyperparameters, MIL epochs, threshold) is chosen on the training patients only.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.lidc import NoduleDataset, load_lidc
+from ..training.pipeline import FittedModel, PipelineConfig, fit
+from ..training.vae_train import reconstruction_metrics
+from .cv import patient_folds
+from .metrics import binary_metrics, summarise_folds
+
+METHOD_LABELS = {
+    "size": "Size-only (size/border features, same MIL head)",
+    "cnn": "CNN (MONAI DenseNet, from scratch) + MIL head",
+    "vae": "VAE-MLP (Gaussian)",
+    "dirvae": "DirVAE-MLP (Dirichlet, EM fine-tuning)",
+    "vae_max": "VAE-MLP, max node probability only (ablation)",
+    "vae_mlp_only": "VAE-MLP, patient MLP only (ablation)",
+}
+# ablations reuse the encoder of another row's fold (only the MIL head is refitted)
+ENCODER_FROM = {"vae_max": "vae", "vae_mlp_only": "vae"}
+DEFAULT_ORDER = ("size", "vae", "cnn", "dirvae", "vae_max", "vae_mlp_only")
+
+
+def benchmark_configs(quick: bool = False) -> dict[str, PipelineConfig]:
+    """The benchmark's fixed settings (chosen a priori for 2 CPU cores; nothing tuned on test folds)."""
+    from ..models.cnn import CNNConfig
+    from ..models.vae import VAEConfig, VAELossConfig
+    from ..training.mil_train import MILTrainConfig
+    from ..training.vae_train import VAETrainConfig
+
+    vae = VAEConfig(base=4, latent_size=4) if quick else VAEConfig(base=8, latent_size=8)
+    vae_train = (VAETrainConfig(epochs=3, min_epochs=2, patience=2) if quick else
+                 VAETrainConfig(epochs=30, min_epochs=15, patience=6, batch_size=128, lr=2e-3,
+                                loss=VAELossConfig(alpha=0.5, lam=10.0, gamma=1.0, beta=1e-3, anneal_epochs=10)))
+    mil_train = MILTrainConfig(epochs=15 if quick else 60, batch_size=64, lr=3e-3, weight_decay=1e-2,
+                               oversample_positive=1.5, node_weight=0.5)
+    common = dict(vae=vae, vae_train=vae_train, mil_train=mil_train,
+                  mil={"patch_hidden": 128, "patch_dropout": 0.3, "patient_hidden": 32, "patient_dropout": 0.3},
+                  mil_grid=[{"eta": 0.8}, {"eta": 0.5}] if not quick else [{"eta": 0.8}],
+                  inner_folds=2 if quick else 3, synthetic_patients=4 if quick else 25,
+                  cnn=CNNConfig(), cnn_epochs=2 if quick else 10, cnn_patience=4)
+    return {
+        "size": PipelineConfig(method="size", **common),
+        "vae": PipelineConfig(method="vae", **common),
+        "cnn": PipelineConfig(method="cnn", **common),
+        "dirvae": PipelineConfig(method="dirvae", em_rounds=1, em_epochs=2 if quick else 5, **common),
+        "vae_max": PipelineConfig(method="vae", **{**common, "mil": {**common["mil"], "mode": "max"},
+                                                   "mil_grid": [{}]}),
+        "vae_mlp_only": PipelineConfig(method="vae", **{**common, "mil": {**common["mil"], "mode": "mlp"},
+                                                        "mil_grid": [{}]}),
+    }
+
+
+def _json_default(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
+def run_fold(dataset: NoduleDataset, method: str, config: PipelineConfig, train, test, fold_dir: Path,
+             progress: bool, log, encoder=None) -> dict:
+    """Fit on ``train`` patients, predict the ``test`` patients once, write ``result.json``."""
+    t0 = time.time()
+    model_dir = fold_dir / "model"
+    if (model_dir / "fitted.json").is_file():
+        fitted = FittedModel.load(model_dir)
+        log(f"[{method} fold] reusing fitted model {model_dir}")
+    else:
+        fitted = fit(dataset, train, config, workdir=fold_dir, progress=progress, log=log, encoder=encoder)
+        fitted.save(model_dir, config)
+    pred = fitted.predict(dataset, test)
+    result = {
+        "method": method,
+        "train_patients": sorted(map(str, train)),
+        "test_patients": sorted(map(str, test)),
+        "threshold": fitted.threshold,
+        "selection": fitted.selection,
+        "encoder": fitted.history,
+        "patient": binary_metrics(pred["patient_label"], pred["patient_prob"], fitted.threshold),
+        "nodule": binary_metrics(pred["nodule_label"], pred["nodule_prob"], fitted.threshold),
+        "predictions": {k: np.asarray(v).tolist() for k, v in pred.items()},
+        "wall_seconds": time.time() - t0 + _resumed_seconds(fitted.history),
+    }
+    if encoder is None and fitted.encoder is not None and hasattr(fitted.encoder, "decode"):
+        idx = dataset.subset_patients(test)
+        result["reconstruction_test"] = reconstruction_metrics(fitted.encoder, torch.as_tensor(dataset.patches[idx]))
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    (fold_dir / "result.json").write_text(json.dumps(result, indent=1, default=_json_default), encoding="utf-8")
+    return result
+
+
+def _resumed_seconds(history: dict) -> float:
+    """VAE training time spent by earlier, interrupted runs (the checkpoint keeps the cumulative time)."""
+    total = sum(h.get("train_seconds", 0.0) for h in [history.get("vae", {}), *history.get("em", [])])
+    return max(0.0, total - history.get("encoder_seconds", total))
+
+
+def summarise(results: list[dict], n_boot: int = 1000) -> dict:
+    """Mean +/- SD over folds, pooled bootstrap 95% intervals (patients resampled), SSIM."""
+    out: dict = {"folds": len(results), "wall_seconds": float(sum(r["wall_seconds"] for r in results))}
+    for level in ("patient", "nodule"):
+        out[level] = summarise_folds([r[level] for r in results])
+        y = np.concatenate([r["predictions"][f"{level}_label"] for r in results])
+        p = np.concatenate([r["predictions"][f"{level}_prob"] for r in results])
+        # pooled predictions: each fold used its own inner-chosen threshold -> predicted labels per fold
+        decided = np.concatenate([np.asarray(r["predictions"][f"{level}_prob"]) >= r["threshold"] for r in results])
+        groups = np.concatenate([r["predictions"]["patient_id" if level == "patient" else "nodule_patient"]
+                                 for r in results])
+        out[f"{level}_pooled"] = _pooled_metrics(y, p, decided)
+        out[f"{level}_ci95"] = _bootstrap_decided(y, p, decided, groups, n_boot=n_boot)
+    ssims = [r["reconstruction_test"]["ssim"] for r in results if "reconstruction_test" in r]
+    if ssims:
+        out["ssim_test"] = [float(np.mean(ssims)), float(np.std(ssims, ddof=1)) if len(ssims) > 1 else 0.0]
+        for key in ("psnr", "mse", "mae"):
+            out[f"{key}_test"] = float(np.mean([r["reconstruction_test"][key] for r in results]))
+    return out
+
+
+def _pooled_metrics(y, p, decided) -> dict:
+    """Metrics of pooled out-of-fold predictions; decisions use each fold's own threshold."""
+    m = binary_metrics(y, p, 0.5)
+    d = binary_metrics(y, decided.astype(float), 0.5)
+    for key in ("sensitivity", "specificity", "accuracy", "f1", "balanced_accuracy"):
+        m[key] = d[key]
+    m["threshold"] = "per fold (inner validation)"
+    return m
+
+
+def _bootstrap_decided(y, p, decided, groups, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Patient-level bootstrap of pooled out-of-fold predictions (vectorised metrics)."""
+    from .metrics import expected_calibration_error, fast_auc
+
+    y = np.asarray(y).astype(int)
+    p = np.asarray(p, dtype=float)
+    decided = np.asarray(decided, dtype=bool)
+    rng = np.random.default_rng(seed)
+    uniq, inverse = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(len(uniq))]
+    samples: dict[str, list] = {k: [] for k in ("auc", "sensitivity", "specificity", "accuracy", "f1",
+                                                "balanced_accuracy", "ece")}
+    for _ in range(n_boot):
+        idx = np.concatenate([members[g] for g in rng.integers(0, len(uniq), len(uniq))])
+        yy, pp, dd = y[idx], p[idx], decided[idx]
+        pos, neg = yy == 1, yy == 0
+        if not pos.any() or not neg.any():
+            continue
+        tp, fn = np.sum(dd & pos), np.sum(~dd & pos)
+        tn, fp = np.sum(~dd & neg), np.sum(dd & neg)
+        sens, spec = tp / (tp + fn), tn / (tn + fp)
+        prec = tp / (tp + fp) if tp + fp else 0.0
+        samples["auc"].append(fast_auc(yy, pp))
+        samples["ece"].append(expected_calibration_error(yy, pp))
+        samples["sensitivity"].append(sens)
+        samples["specificity"].append(spec)
+        samples["accuracy"].append((tp + tn) / len(yy))
+        samples["f1"].append(2 * prec * sens / (prec + sens) if prec + sens else 0.0)
+        samples["balanced_accuracy"].append((sens + spec) / 2)
+    return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in samples.items() if v}
+
+
+def _fmt(pair) -> str:
+    return f"{pair[0]:.3f} ± {pair[1]:.3f}"
+
+
+def _ci(pair) -> str:
+    return f"[{pair[0]:.3f}, {pair[1]:.3f}]"
+
+
+def write_table(out_dir: Path, summaries: dict[str, dict], command: str, started: str, n_folds: int,
+                dataset: NoduleDataset) -> Path:
+    labels = dataset.patient_labels()
+    lines = [
+        "# LIDC-IDRI benchmark (nested, patient-grouped, stratified 5-fold cross-validation)",
+        "",
+        f"- Command: `{command}`",
+        f"- Started: {started}; table written: {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}",
+        f"- Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"{'CUDA' if torch.cuda.is_available() else 'CPU only'}; torch {torch.__version__}",
+        f"- Data: {len(dataset)} slices, {len(np.unique(dataset.nodule_id))} nodules, {len(labels)} patients "
+        f"({sum(labels.values())} positive). Labels are radiologist malignancy ratings (not pathology).",
+        "- Every row uses the same outer folds. Inner folds (training patients only) choose the encoder's epoch "
+        "(hold-out), the MIL hyperparameters, the MIL epochs and the threshold; the outer test fold is used once.",
+        "- AUC etc.: mean ± SD over folds; 95% CI: patient-level bootstrap of the pooled out-of-fold predictions "
+        "(sensitivity/specificity at each fold's own inner-validation threshold).",
+        "- Wall time: sum over folds of fitting + testing, on a shared 2-core CPU (other jobs ran at the same time). "
+        "Ablation rows reuse the VAE row's fold encoders: their wall time is the MIL head only.",
+        "- Settings: `LNMStagingLib/evaluation/benchmark.py::benchmark_configs` (fixed a priori, not tuned on test folds).",
+        "",
+        "| Method | Folds | Nodule AUC | Nodule AUC 95% CI | Patient AUC | Patient AUC 95% CI | Patient sens. | "
+        "Patient spec. | Patient acc. | Patient F1 | Patient BA | Patient ECE | Test SSIM | Wall time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for method, s in summaries.items():
+        p, n = s["patient"], s["nodule"]
+        ssim = _fmt(s["ssim_test"]) if "ssim_test" in s else "n/a"
+        folds = f"{s['folds']}/{n_folds}"
+        lines.append(
+            f"| {METHOD_LABELS.get(method, method)} | {folds} | {_fmt(n['auc'])} | {_ci(s['nodule_ci95']['auc'])} | "
+            f"{_fmt(p['auc'])} | {_ci(s['patient_ci95']['auc'])} | {_fmt(p['sensitivity'])} | "
+            f"{_fmt(p['specificity'])} | {_fmt(p['accuracy'])} | {_fmt(p['f1'])} | {_fmt(p['balanced_accuracy'])} | "
+            f"{_fmt(p['ece'])} | {ssim} | {s['wall_seconds'] / 60:.1f} min |"
+        )
+    recon = [(m, s) for m, s in summaries.items() if "ssim_test" in s]
+    if recon:
+        lines += ["", "Reconstruction of held-out (outer test) patches, mean over folds:", "",
+                  "| Method | SSIM | PSNR (dB) | MSE | MAE |", "|---|---|---|---|---|"]
+        for m, s in recon:
+            lines.append(f"| {METHOD_LABELS.get(m, m)} | {_fmt(s['ssim_test'])} | {s['psnr_test']:.2f} | "
+                         f"{s['mse_test']:.5f} | {s['mae_test']:.4f} |")
+        lines += ["", "LPIPS is not reported: it needs pretrained backbone weights that cannot be downloaded here."]
+    path = out_dir / "benchmark.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (out_dir / "summary.json").write_text(json.dumps(summaries, indent=1, default=_json_default), encoding="utf-8")
+    return path
+
+
+def write_plots(out_dir: Path, results: dict[str, list[dict]]) -> None:
+    from .plots import plot_reliability, plot_roc
+
+    for level in ("patient", "nodule"):
+        curves = {}
+        for method, rs in results.items():
+            if rs:
+                y = np.concatenate([r["predictions"][f"{level}_label"] for r in rs])
+                p = np.concatenate([r["predictions"][f"{level}_prob"] for r in rs])
+                curves[METHOD_LABELS.get(method, method).split(" (")[0]] = (y, p)
+        if curves:
+            plot_roc(curves, out_dir / f"roc_{level}.png", f"ROC, {level} level (out-of-fold)")
+            plot_reliability(curves, out_dir / f"reliability_{level}.png", f"Reliability, {level} level")
+
+
+def run_benchmark(data_dir, out_dir, methods=DEFAULT_ORDER, n_folds: int = 5, seed: int = 0, quick: bool = False,
+                  progress: bool = True, command: str = "", log=print, max_patients: int | None = None,
+                  n_boot: int = 1000) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started_file = out_dir / "started.txt"
+    if not started_file.is_file():
+        started_file.write_text(_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), encoding="utf-8")
+    started = started_file.read_text(encoding="utf-8").strip()
+    dataset = load_lidc(data_dir)
+    labels = dataset.patient_labels()
+    patients = np.asarray(sorted(labels))
+    if max_patients:
+        rng = np.random.default_rng(seed)
+        patients = np.sort(rng.choice(patients, min(max_patients, len(patients)), replace=False))
+    folds = patient_folds(patients, [labels[p] for p in patients], n_folds, seed)
+    (out_dir / "folds.json").write_text(json.dumps([{"train": tr.tolist(), "test": te.tolist()} for tr, te in folds]),
+                                        encoding="utf-8")
+    configs = benchmark_configs(quick)
+    results: dict[str, list[dict]] = {m: [] for m in methods}
+    for method in methods:
+        for k, (train, test) in enumerate(folds):
+            fold_dir = out_dir / method / f"fold_{k}"
+            done = fold_dir / "result.json"
+            if done.is_file():
+                results[method].append(json.loads(done.read_text(encoding="utf-8")))
+                continue
+            encoder = None
+            if method in ENCODER_FROM:
+                source = out_dir / ENCODER_FROM[method] / f"fold_{k}" / "model"
+                if not (source / "fitted.json").is_file():
+                    log(f"[{method}] fold {k + 1}: skipped, needs the {ENCODER_FROM[method]} row's fold first")
+                    continue
+                encoder = FittedModel.load(source).encoder
+            log(f"[{method}] fold {k + 1}/{len(folds)}: {len(train)} training, {len(test)} test patients")
+            r = run_fold(dataset, method, configs[method], train, test, fold_dir, progress, log, encoder)
+            results[method].append(r)
+            log(f"[{method}] fold {k + 1}: nodule AUC {r['nodule']['auc']:.3f}, patient AUC {r['patient']['auc']:.3f}"
+                + (f", test SSIM {r['reconstruction_test']['ssim']:.3f}" if "reconstruction_test" in r else "")
+                + f" ({r['wall_seconds'] / 60:.1f} min)")
+            every = _all_results(out_dir, len(folds))
+            summaries = {m: summarise(rs, n_boot=min(n_boot, 200)) for m, rs in every.items() if rs}
+            write_table(out_dir, summaries, command, started, len(folds), dataset)
+    every = _all_results(out_dir, len(folds))
+    summaries = {m: summarise(rs, n_boot=n_boot) for m, rs in every.items() if rs}
+    path = write_table(out_dir, summaries, command, started, len(folds), dataset)
+    write_plots(out_dir, {m: rs for m, rs in every.items() if m in ("size", "cnn", "vae", "dirvae")})
+    return path
+
+
+def _all_results(out_dir: Path, n_folds: int) -> dict[str, list[dict]]:
+    """Every finished (method, fold) under ``out_dir``, in the table's order."""
+    out: dict[str, list[dict]] = {}
+    for method in METHOD_LABELS:
+        for k in range(n_folds):
+            path = out_dir / method / f"fold_{k}" / "result.json"
+            if path.is_file():
+                out.setdefault(method, []).append(json.loads(path.read_text(encoding="utf-8")))
+    return out

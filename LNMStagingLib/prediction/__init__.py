@@ -1,0 +1,19 @@
+"""Prediction with explanations for one segmented case (issue 4): per-node and patient probabilities,
+Grad-CAM in image space, latent growth/border traversals, radiological criteria, JSON/HTML reports, and the
+latent-space cluster analysis. Research use only."""
+
+from .inputs import check_intended_input, image_modality
+from .pipeline import predict_case
+from .results import NodePatch, NodePrediction, PatientResult, PredictionResult
+from .writers import write_outputs
+
+__all__ = [
+    "NodePatch",
+    "NodePrediction",
+    "PatientResult",
+    "PredictionResult",
+    "check_intended_input",
+    "image_modality",
+    "predict_case",
+    "write_outputs",
+]

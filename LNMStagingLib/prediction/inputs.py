@@ -1,0 +1,82 @@
+"""Checks that an image fits a bundle (declared preset, DICOM modality) and the clinical inputs it uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..bundle import ModelBundle
+from ..cohort import ClinicalData
+from ..errors import BundleError
+from .results import ClinicalUse
+
+MODALITY_TAG = "0008|0060"
+
+
+def image_modality(path: str | Path) -> str | None:
+    """The DICOM modality (e.g. "MR", "CT") of an image file or DICOM series folder, None when unknown
+    (NRRD, NIfTI, ... carry no modality). Reads only the header of one file."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    try:
+        if path.is_dir():
+            reader = sitk.ImageSeriesReader()
+            series = reader.GetGDCMSeriesIDs(str(path))
+            if not series:
+                return None
+            path = Path(reader.GetGDCMSeriesFileNames(str(path), series[0])[0])
+        info = sitk.ImageFileReader()
+        info.SetFileName(str(path))
+        info.ReadImageInformation()
+        if info.HasMetaDataKey(MODALITY_TAG):
+            return info.GetMetaData(MODALITY_TAG).strip().upper() or None
+    except RuntimeError:
+        return None
+    return None
+
+
+def check_intended_input(bundle: ModelBundle, declared_preset: str | None = None, modality: str | None = None) -> None:
+    """Refuse an image declared for another preprocessing preset, or whose DICOM modality is not the
+    preset's: the model would see intensities it was never trained on."""
+    preset = bundle.config.preset
+    name = str(preset.get("name", ""))
+    if declared_preset and Path(declared_preset).stem != name and declared_preset != name:
+        raise BundleError(bundle.path, f"bundle {bundle.name} expects preset {name}, the image was declared {declared_preset}")
+    expected = str(preset.get("modality", "")).strip().upper()
+    if modality and expected and modality.strip().upper() != expected:
+        raise BundleError(
+            bundle.path,
+            f"bundle {bundle.name} expects {expected} images (preset {name}), the image is DICOM modality {modality}",
+        )
+
+
+def _encode(name: str, clinical: ClinicalData) -> float | None:
+    """ClinicalData -> the numbers the models were trained with (see models.mil.PAPER_CLINICAL)."""
+    value = getattr(clinical, name, None)
+    if value is None:
+        return None
+    if name == "sex":
+        return {"F": 0.0, "M": 1.0}[value]
+    if name == "t_stage":
+        return float(str(value)[1])
+    return float(value)
+
+
+def clinical_inputs(bundle: ModelBundle, clinical: ClinicalData | None) -> tuple[dict[str, float | None], ClinicalUse]:
+    """(values for the model, keyed by the bundle's clinical input names; None = declared missing, which the
+    model sees as a neutral value plus a missingness indicator), and what the report says about them."""
+    clinical = clinical or ClinicalData()
+    used = [str(spec.get("name")) for spec in bundle.config.clinical_inputs]
+    values = {name: _encode(name, clinical) for name in used}
+    shown = {name: getattr(clinical, name, None) for name in used}
+    missing = [name for name in used if values[name] is None]
+    if not used:
+        given = [name for name in ("age", "sex", "t_stage") if getattr(clinical, name) is not None]
+        note = "clinical data are not used by this model" + (
+            f" (given but ignored: {', '.join(given)})" if given else "")
+    elif missing:
+        note = (f"declared missing: {', '.join(missing)}; the model receives a neutral value plus a "
+                "missingness indicator for each, never a silent zero")
+    else:
+        note = "all clinical inputs of the model were given"
+    return values, ClinicalUse(used, shown, missing, note)

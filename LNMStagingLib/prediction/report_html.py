@@ -1,0 +1,130 @@
+"""``report.html``: one self-contained page (images inlined as data URIs, no external resource)."""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+from .imaging import data_uri, overlay, strip, to_uint8, top_fraction, upscale
+from .results import DISCLAIMER, PredictionResult
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1200px}
+h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:28px}
+.disclaimer{background:#fff3cd;border:1px solid #e0b84c;padding:10px 14px;border-radius:4px}
+.result{font-size:1.1em;padding:10px 14px;border-radius:4px;border:1px solid #bbb;background:#f6f6f6}
+.uncertain{color:#a15c00;font-weight:bold}
+table{border-collapse:collapse;font-size:0.9em}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
+th{background:#eee}td.name{text-align:left}.yes{color:#b00020;font-weight:bold}.no{color:#555}
+.node{margin:14px 0;padding:10px;border:1px solid #ddd;border-radius:4px}
+.node img{image-rendering:pixelated;margin-right:10px;vertical-align:top}
+figure{display:inline-block;margin:4px 12px 4px 0}figcaption{font-size:0.8em;color:#555}
+pre{background:#f6f6f6;padding:10px;overflow-x:auto;font-size:0.85em}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _flag(value: bool) -> str:
+    return '<span class="yes">yes</span>' if value else '<span class="no">no</span>'
+
+
+def _patient_section(result: PredictionResult) -> str:
+    patient = result.patient
+    uncertain = (f'<p class="uncertain">Uncertain: {_e("; ".join(patient.uncertainty_reasons))}. '
+                 "Expert review is recommended (Keel et al. 2025, section 4.4).</p>") if patient.uncertain else \
+        "<p>Not flagged as uncertain (probability outside 0.33-0.66 and the ensemble agrees).</p>"
+    clinical = patient.clinical
+    return f"""<h2>Patient</h2>
+<div class="result">Probability of lymph node metastasis: <b>{patient.probability:.3f}</b>
+(ensemble SD {patient.std:.3f}, {len(patient.per_member)} members) &mdash; decision at the model's threshold
+{patient.threshold:.3f}: <b>{_e(patient.decision)}</b></div>
+{uncertain}
+<p>Clinical data: {_e(clinical.note)}.</p>"""
+
+
+def _node_table(result: PredictionResult) -> str:
+    rows = []
+    for node in result.nodes:
+        esgar = node.criteria["esgar"]
+        rows.append(
+            f"<tr><td>{node.node_id}</td><td class='name'>{_e(node.segment_name)}</td>"
+            f"<td>{node.probability:.3f} &plusmn; {node.std:.3f}</td><td>{node.short_axis_mm:.1f}</td>"
+            f"<td>{node.long_axis_mm:.1f}</td><td>{node.axis_ratio:.2f}</td><td>{node.convexity:.3f}</td>"
+            f"<td>{node.compactness:.3f}</td><td>{node.heterogeneity_cv:.3f}</td>"
+            f"<td>{_flag(esgar['round'])}</td><td>{_flag(esgar['irregular_border'])}</td>"
+            f"<td>{_flag(esgar['heterogeneous'])}</td><td>{_flag(esgar['suspicious'])}</td>"
+            f"<td>{_flag(node.criteria['lateral_short_axis_7mm'])}</td><td>{_flag(node.in_patient_bag)}</td></tr>"
+        )
+    skipped = "".join(f"<li>{_e(s['segment_name'])}: {_e(s['reason'])}</li>" for s in result.skipped_nodes)
+    return f"""<h2>Nodes</h2>
+<table><tr><th>id</th><th>segment</th><th>probability &plusmn; SD</th><th>short axis mm</th><th>long axis mm</th>
+<th>ratio</th><th>convexity</th><th>compactness</th><th>intensity CV</th><th>round</th><th>irregular border</th>
+<th>heterogeneous</th><th>ESGAR suspicious</th><th>lateral &ge; 7 mm</th><th>in patient bag</th></tr>
+{''.join(rows)}</table>
+{'<p>No prediction for:</p><ul>' + skipped + '</ul>' if skipped else ''}"""
+
+
+def _node_panels(result: PredictionResult) -> str:
+    steps = ", ".join(f"{t:+g}" for t in result.traversal_steps)
+    panels = []
+    for node in result.nodes:
+        patch = result.node_patches[node.node_id]
+        heat = result.patch_heatmaps[node.node_id]
+        figures = [
+            f'<figure><img alt="patch" src="{data_uri(upscale(to_uint8(patch.image), 4))}"><figcaption>patch '
+            f"(slice {patch.slice_index}, {patch.pixel_mm:.2f} mm/pixel)</figcaption></figure>",
+            f'<figure><img alt="Grad-CAM" src="{data_uri(overlay(patch.image, heat, patch.mask))}"><figcaption>'
+            f"Grad-CAM (node outline in cyan; {100 * node.gradcam_in_node_fraction:.0f} % of it inside)</figcaption></figure>",
+            f'<figure><img alt="Grad-CAM top 25 %" src="{data_uri(overlay(patch.image, top_fraction(heat), patch.mask))}">'
+            "<figcaption>top 25 % (as displayed in the paper)</figcaption></figure>",
+        ]
+        strips = "".join(
+            f'<figure><img alt="{_e(name)}" src="{data_uri(strip(frames))}"><figcaption>{_e(name.replace("_", " "))} '
+            f"traversal, t = {steps}</figcaption></figure><br>"
+            for name, frames in result.traversals[node.node_id].items()
+        )
+        panels.append(f"""<div class="node"><b>Node {node.node_id}: {_e(node.segment_name)}</b> &mdash;
+probability {node.probability:.3f} &plusmn; {node.std:.3f}; ESGAR: {_e(node.criteria['esgar']['rule'])}
+({'suspicious' if node.criteria['esgar']['suspicious'] else 'not suspicious'})<br>{''.join(figures)}<br>{strips}</div>""")
+    return "<h2>Node explanations</h2>" + "".join(panels)
+
+
+def _criteria_section(result: PredictionResult) -> str:
+    items = "".join(f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in result.criteria_definitions.items() if k != "cutoffs")
+    return f"<h2>Radiological criteria</h2><ul>{items}</ul>"
+
+
+def _model_section(result: PredictionResult) -> str:
+    model = result.model
+    card = "".join(
+        f"<li><b>{_e(k.replace('_', ' '))}</b>: "
+        f"{_e(v) if isinstance(v, str) else '<pre>' + _e(json.dumps(v, indent=1, default=str)) + '</pre>'}</li>"
+        for k, v in model.card_summary.items()
+    )
+    return f"""<h2>Model</h2>
+<p>{_e(model.name)} {_e(model.version)} (manifest SHA-256 <code>{_e(model.manifest_sha256)}</code>),
+preset {_e(model.preset)}, {model.n_members} ensemble members, threshold {model.threshold:.3f}
+({_e(model.threshold_source)}), eta {model.eta:.2f}.</p><ul>{card}</ul>"""
+
+
+def render_html(result: PredictionResult) -> str:
+    disclaimer = f'<p class="disclaimer"><b>Research use only.</b> {_e(DISCLAIMER)}</p>'
+    source = result.input_info
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>LNMStaging report</title><style>{_STYLE}</style></head>
+<body>
+<h1>Lymph node metastasis staging &mdash; research report</h1>
+{disclaimer}
+<p>Image: <code>{_e(source.get('image'))}</code><br>Segmentation: <code>{_e(source.get('segmentation'))}</code></p>
+{_patient_section(result)}
+{_node_table(result)}
+{_node_panels(result)}
+{_criteria_section(result)}
+{_model_section(result)}
+{disclaimer}
+</body></html>
+"""

@@ -1,0 +1,229 @@
+"""Typed results of one prediction (what the CLI writes and the Slicer module shows).
+
+``PredictionResult.to_report_dict()`` is the content of ``report.json``: JSON-serialisable, and every
+probability in it travels with the model's data, intended use and the words "research use only".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+
+REPORT_FORMAT = "lnmstaging-prediction-report"
+REPORT_FORMAT_VERSION = 1
+DISCLAIMER = (
+    "Research use only. Not a medical device: these probabilities and explanations must not be used for "
+    "diagnosis or treatment decisions. Every result needs review by a qualified radiologist."
+)
+UNCERTAIN_RANGE = (0.33, 0.66)  # Keel et al. 2025, section 4.4: predictions in this range deserve expert review
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    version: str
+    manifest_sha256: str
+    path: str
+    preset: str
+    threshold: float
+    threshold_source: str
+    eta: float
+    n_members: int
+    card_summary: dict[str, Any]  # summary, intended use, data, evaluation, limits (from model_card.json)
+
+    @property
+    def intended_use(self) -> str:
+        return str(self.card_summary.get("intended_use", "not stated in the model card"))
+
+    @property
+    def model_data(self) -> Any:
+        return self.card_summary.get("data", "not stated in the model card")
+
+
+@dataclass
+class ClinicalUse:
+    """Which clinical inputs the model uses and what was given; missing ones are declared, never zero."""
+
+    used_by_model: list[str]  # the bundle's clinical_inputs names, [] when the model uses none
+    values: dict[str, Any]  # given values of the used inputs (None = missing)
+    declared_missing: list[str]  # used inputs that were not given
+    note: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "used_by_model": list(self.used_by_model),
+            "values": dict(self.values),
+            "declared_missing": list(self.declared_missing),
+            "note": self.note,
+        }
+
+
+@dataclass
+class PatientResult:
+    probability: float  # ensemble mean of the final (patient) probability
+    std: float  # ensemble standard deviation
+    per_member: list[float]
+    threshold: float
+    positive: bool  # probability >= threshold
+    uncertain: bool
+    uncertainty_reasons: list[str]
+    clinical: ClinicalUse
+    nodes_in_bag: list[int]  # node ids whose patches entered the patient bag (at most max_patches patches)
+
+    @property
+    def decision(self) -> str:
+        return "N+ (node positive)" if self.positive else "N0 (node negative)"
+
+
+@dataclass
+class NodePrediction:
+    node_id: int
+    segment_name: str
+    probability: float  # ensemble mean of the node probability (mean over the node's patches)
+    std: float  # ensemble standard deviation
+    per_member: list[float]
+    n_patches: int
+    in_patient_bag: bool
+    short_axis_mm: float
+    long_axis_mm: float
+    axis_ratio: float
+    convexity: float
+    compactness: float
+    volume_mm3: float
+    n_slices: int
+    centroid_x: float
+    centroid_y: float
+    centroid_z: float
+    largest_slice: int
+    area_mm2: float
+    heterogeneity_cv: float  # intensity coefficient of variation on the original image (criteria.py)
+    criteria: dict[str, Any]
+    native_measurement: dict[str, Any] = field(default_factory=dict)  # on the image's own grid
+    gradcam_in_node_fraction: float = 0.0  # share of the node's Grad-CAM mass inside its own outline
+
+    MEASUREMENT_KEYS = ("short_axis_mm", "long_axis_mm", "axis_ratio", "convexity", "compactness", "volume_mm3",
+                        "n_slices", "centroid_x", "centroid_y", "centroid_z", "area_mm2")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {
+            "node_id": self.node_id,
+            "segment_name": self.segment_name,
+            "probability": _round(self.probability),
+            "std": _round(self.std),
+            "per_member": [_round(p) for p in self.per_member],
+            "n_patches": self.n_patches,
+            "in_patient_bag": self.in_patient_bag,
+        }
+        data.update({key: _round(getattr(self, key)) for key in self.MEASUREMENT_KEYS})
+        data["heterogeneity_cv"] = _round(self.heterogeneity_cv)
+        data["gradcam_in_node_fraction"] = _round(self.gradcam_in_node_fraction)
+        data["criteria"] = self.criteria
+        data["native_grid_measurement"] = {k: _round(v) for k, v in self.native_measurement.items()}
+        return data
+
+
+@dataclass
+class NodePatch:
+    """The node's primary patch (largest cross-section) as the model saw it, for the report."""
+
+    image: np.ndarray  # (H, W) float32 in [0, 1]
+    mask: np.ndarray  # (H, W) bool
+    slice_index: int  # axial slice on the preset grid
+    pixel_mm: float  # patch pixel size
+
+
+@dataclass
+class Timings:
+    model_load_s: float = 0.0
+    preprocessing_s: float = 0.0  # preset, measurements, patches, criteria
+    inference_s: float = 0.0  # node and patient probabilities
+    gradcam_s: float = 0.0
+    traversal_s: float = 0.0
+    total_s: float = 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        return {key: round(float(value), 4) for key, value in self.__dict__.items()}
+
+
+@dataclass
+class PredictionResult:
+    model: ModelInfo
+    patient: PatientResult
+    nodes: list[NodePrediction]
+    heatmap: np.ndarray  # float32 (k, j, i) on the input case's image grid; 0 away from node patches
+    patch_heatmaps: dict[int, np.ndarray]  # node id -> (H, W) float32 in [0, 1] on its primary patch
+    traversals: dict[int, dict[str, np.ndarray]]  # node id -> {"growth"|"border_irregularity": (F, H, W)}
+    traversal_steps: list[float]  # the multiples t of each direction, one per frame
+    node_patches: dict[int, NodePatch]
+    skipped_nodes: list[dict[str, str]]  # {"segment_name", "reason"}: nodes no prediction was made for
+    input_info: dict[str, Any]
+    criteria_definitions: dict[str, Any]
+    timings: Timings
+
+    def node(self, node_id: int) -> NodePrediction:
+        return next(n for n in self.nodes if n.node_id == node_id)
+
+    def probability_context(self) -> dict[str, Any]:
+        """What must accompany every probability shown to a person."""
+        return {
+            "research_use_only": True,
+            "model_data": self.model.model_data,
+            "intended_use": self.model.intended_use,
+            "disclaimer": DISCLAIMER,
+        }
+
+    def to_report_dict(self) -> dict[str, Any]:
+        patient = self.patient
+        context = self.probability_context()
+        return {
+            "format": REPORT_FORMAT,
+            "format_version": REPORT_FORMAT_VERSION,
+            "lnmstaging_version": __version__,
+            **context,
+            "model": {
+                "name": self.model.name,
+                "version": self.model.version,
+                "manifest_sha256": self.model.manifest_sha256,
+                "preset": self.model.preset,
+                "threshold": _round(self.model.threshold),
+                "threshold_source": self.model.threshold_source,
+                "eta": _round(self.model.eta),
+                "ensemble_members": self.model.n_members,
+                "card": self.model.card_summary,
+            },
+            "input": self.input_info,
+            "patient": {
+                "probability": _round(patient.probability),
+                "decision": patient.decision,
+                "positive": patient.positive,
+                "threshold": _round(patient.threshold),
+                "std": _round(patient.std),
+                "per_member": [_round(p) for p in patient.per_member],
+                "uncertain": patient.uncertain,
+                "uncertainty_reasons": list(patient.uncertainty_reasons),
+                "uncertain_range": list(UNCERTAIN_RANGE),
+                "clinical": patient.clinical.to_dict(),
+                "nodes_in_bag": list(patient.nodes_in_bag),
+                **context,
+            },
+            "nodes": [node.to_dict() for node in self.nodes],
+            "skipped_nodes": list(self.skipped_nodes),
+            "criteria_definitions": self.criteria_definitions,
+            "traversal_steps": [_round(t) for t in self.traversal_steps],
+            "timings_s": self.timings.to_dict(),
+        }
+
+
+def _round(value: Any, digits: int = 6) -> Any:
+    """Plain Python numbers (JSON) rounded so that reports are stable and readable."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return round(float(value), digits)
+    return value

@@ -1,0 +1,117 @@
+"""Turn fitted VAE-MLP models into a self-describing bundle (see :mod:`LNMStagingLib.bundle`)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..bundle import BundleConfig, MemberSpec, write_bundle
+from ..data.lidc import NoduleDataset
+from ..models.member import MEMBER_GRADCAM_LAYER, ModelMember
+from ..models.vae import VAE
+from .pipeline import FittedModel
+from .vae_train import encode_images
+
+
+def member_from_fitted(fitted: FittedModel) -> ModelMember:
+    if not isinstance(fitted.encoder, VAE):
+        raise ValueError("only VAE-MLP models can be bundled")
+    member = ModelMember(fitted.encoder.config, fitted.mil.config)
+    member.vae.load_state_dict(fitted.encoder.state_dict())
+    member.mil.load_state_dict(fitted.mil.state_dict())
+    return member.eval()
+
+
+def latent_directions(vae: VAE, dataset: NoduleDataset) -> dict[str, list[float]]:
+    """Directions in the latent space (paper, section 3.4): mean code of the largest quarter of the
+    cross-sections minus the smallest quarter (``growth``), and of the most irregular quarter minus the most
+    regular (``border_irregularity``: rank of (1 - convexity) + rank of compactness)."""
+    mu = encode_images(vae, torch.as_tensor(dataset.patches)).numpy()
+    names = list(dataset.feature_names)
+
+    def direction(score: np.ndarray) -> list[float]:
+        lo, hi = np.quantile(score, [0.25, 0.75])
+        return (mu[score >= hi].mean(0) - mu[score <= lo].mean(0)).astype(float).tolist()
+
+    size = dataset.features[:, names.index("short_axis_mm")] if "short_axis_mm" in names else dataset.area_mm2
+    irregular = np.zeros(len(dataset))
+    if "convexity" in names:
+        irregular += np.argsort(np.argsort(-dataset.features[:, names.index("convexity")]))
+    if "compactness" in names:
+        irregular += np.argsort(np.argsort(dataset.features[:, names.index("compactness")]))
+    return {"growth": direction(size), "border_irregularity": direction(irregular)}
+
+
+def card_markdown(card: dict) -> str:
+    lines = [f"# Model card: {card['name']} {card['version']}", "", card.get("summary", ""), ""]
+    for section in ("intended_use", "data", "training", "evaluation", "limits"):
+        value = card.get(section)
+        if value is None:
+            continue
+        lines.append(f"## {section.replace('_', ' ').capitalize()}")
+        lines.append("")
+        if isinstance(value, str):
+            lines.append(value)
+        elif isinstance(value, list):
+            lines.extend(f"- {v}" for v in value)
+        else:
+            lines.append("```json")
+            lines.append(json.dumps(value, indent=2, default=float))
+            lines.append("```")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def build_bundle(out_dir: Path, name: str, version: str, primary: FittedModel, folds: list[FittedModel],
+                 dataset: NoduleDataset, preset: str, fov_mm: float | None, card: dict,
+                 training: dict | None = None, clinical_absent_reason: str = "") -> Path:
+    """Write a bundle: member 0 = ``primary`` (role final), then the fold models (role fold)."""
+    from ..patches import PatchConfig
+    from ..presets import get_preset
+
+    members = [member_from_fitted(primary)] + [member_from_fitted(f) for f in folds]
+    mil = primary.mil.config
+    specs = [MemberSpec(file="members/member_0.safetensors", role="final", fold=None, threshold=primary.threshold)]
+    for k, fitted in enumerate(folds):
+        specs.append(MemberSpec(file=f"members/member_{k + 1}.safetensors", role="fold", fold=k,
+                                feature_min=list(fitted.scaler.minimum), feature_max=list(fitted.scaler.maximum),
+                                mil=fitted.mil.config.to_dict(), threshold=fitted.threshold))
+    patch_size = primary.encoder.config.patch_size
+    sampling = asdict(PatchConfig(size=patch_size, fov_mm=fov_mm, max_patches=mil.max_patches))
+    config = BundleConfig(
+        name=name,
+        version=version,
+        preset=get_preset(preset).to_dict(),
+        patch_size=patch_size,
+        fov_mm=fov_mm,
+        patch_sampling=sampling,
+        masked_input=bool(getattr(get_preset(preset), "mask_background", True)),
+        feature_names=list(mil.feature_names),
+        feature_min=list(primary.scaler.minimum),
+        feature_max=list(primary.scaler.maximum),
+        clinical_inputs=[asdict(c) for c in mil.clinical],
+        eta=float(mil.eta),
+        threshold=float(primary.threshold),
+        threshold_source=primary.selection.get("threshold_source", "inner validation"),
+        latent_directions=latent_directions(primary.encoder, dataset),
+        gradcam_layer=MEMBER_GRADCAM_LAYER,
+        vae=primary.encoder.config.to_dict(),
+        mil=mil.to_dict(),
+        members=specs,
+        weights_dtype="float16",
+        node_threshold=float(primary.selection.get("node_threshold", 0.5)),
+        training={
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "lnmstaging_version": __version__,
+            "clinical_inputs_absent": clinical_absent_reason,
+            **(training or {}),
+        },
+    )
+    card = {"name": name, "version": version, **card}
+    return write_bundle(Path(out_dir), config, members, card, card_markdown(card))

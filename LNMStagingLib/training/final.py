@@ -1,0 +1,119 @@
+"""The bundled LIDC model: a VAE-MLP trained on all LIDC patients (member 0) plus the benchmark's five outer-fold
+VAE-MLP models (members 1-5, an ensemble for uncertainty), with the benchmark's nested-CV figures in the card.
+
+Run in the background (``lnmstaging train --data ... --final-bundle``); it resumes from checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..data.lidc import load_lidc
+from ..evaluation.benchmark import benchmark_configs, summarise
+from .bundling import build_bundle
+from .pipeline import FittedModel, fit
+
+FINAL_NAME = "lidc-vae-mlp"
+
+
+def _card(dataset, summary: dict | None, n_folds_found: int, primary: FittedModel) -> dict:
+    labels = dataset.patient_labels()
+    card = {
+        "summary": "VAE-MLP (Keel et al., MIUA 2025 / BMVC 2023 method) for malignancy of CT lung nodules, "
+                   "trained on LIDC-IDRI solid-nodule slices. Research use only; not a medical device.",
+        "intended_use": [
+            "Research on interpretable multiple-instance malignancy prediction for CT lung nodules.",
+            "Input: axial CT slices of segmented nodules, lesion-only 32x32 patches (preset lidc-png), "
+            "with per-slice size/border features.",
+            "Not for clinical decisions; not validated on lymph nodes, MRI or other scanners.",
+        ],
+        "data": {
+            "source": "LIDC-IDRI (Armato et al., Med Phys 2011; TCIA, CC BY 3.0), solid nodules, 64x64 slices "
+                      "via MaximoDouglas/pulmonary-nodule-classification",
+            "slices": int(len(dataset)), "nodules": int(len(np.unique(dataset.nodule_id))),
+            "patients": len(labels), "positive_patients": int(sum(labels.values())),
+            "labels": "median radiologist malignancy rating: 1-2 benign, 4-5 malignant, 3 excluded (not pathology)",
+            "clinical_inputs": "none (LIDC has no clinical data; the patient MLP is declared without clinical inputs)",
+        },
+        "training": {
+            "member_0": "trained on all patients; MIL hyperparameters, epochs and threshold chosen on inner folds",
+            "members_1_5": f"{n_folds_found} outer-fold models of the nested benchmark (each trained on 4/5 of the "
+                           "patients), used as an ensemble for uncertainty",
+            "selection": {k: v for k, v in primary.selection.items() if k != "grid"},
+        },
+        "limits": [
+            "CT lung nodules only; labels are radiologist ratings, not pathology.",
+            "Spacing is estimated from the nodule diameter (LIDC crops store no pixel spacing).",
+            "2D slices, no clinical data; patient = exam.",
+            "Research use only, not a medical device.",
+        ],
+    }
+    if summary is not None:
+        card["evaluation"] = {
+            "protocol": "nested, patient-grouped, stratified 5-fold CV on LIDC (Testing/Benchmarks/lidc_benchmark.md); "
+                        "the figures describe the training procedure; member 0 itself has no held-out test set.",
+            "folds": summary["folds"],
+            "patient_auc_mean_sd": summary["patient"]["auc"], "patient_auc_ci95": summary["patient_ci95"]["auc"],
+            "nodule_auc_mean_sd": summary["nodule"]["auc"], "nodule_auc_ci95": summary["nodule_ci95"]["auc"],
+            "patient_sensitivity_mean_sd": summary["patient"]["sensitivity"],
+            "patient_specificity_mean_sd": summary["patient"]["specificity"],
+            "patient_balanced_accuracy_mean_sd": summary["patient"]["balanced_accuracy"],
+            "patient_ece_mean_sd": summary["patient"]["ece"],
+            "test_ssim_mean_sd": summary.get("ssim_test"),
+            "lpips": "not measured: needs pretrained backbone weights that cannot be downloaded here",
+        }
+    else:
+        card["evaluation"] = {"note": "benchmark folds not finished when the bundle was written"}
+    return card
+
+
+def train_final_bundle(data_dir, out_dir: Path, work_dir: Path, benchmark_dir: Path | None,
+                       wait_seconds: float = 0.0, name: str = FINAL_NAME, version: str = "1.0.0",
+                       progress: bool = True, log=print, quick: bool = False) -> Path:
+    """Train member 0 on all data (resumable), collect the benchmark's VAE fold models (waiting up to
+    ``wait_seconds`` for them), and write the bundle to ``out_dir`` (replaced atomically)."""
+    work_dir = Path(work_dir)
+    dataset = load_lidc(data_dir)
+    config = benchmark_configs(quick)["vae"]
+    model_dir = work_dir / "primary" / "model"
+    if (model_dir / "fitted.json").is_file():
+        primary = FittedModel.load(model_dir)
+        log(f"reusing {model_dir}")
+    else:
+        t0 = time.time()
+        primary = fit(dataset, dataset.patients, config, workdir=work_dir / "primary", progress=progress, log=log)
+        primary.save(model_dir, config)
+        log(f"member 0 trained on all patients in {(time.time() - t0) / 60:.1f} min")
+    folds, results = [], []
+    deadline = time.time() + wait_seconds
+    if benchmark_dir is not None:
+        while True:
+            ready = [Path(benchmark_dir) / "vae" / f"fold_{k}" for k in range(5)]
+            done = [d for d in ready if (d / "result.json").is_file()]
+            if len(done) == 5 or time.time() >= deadline:
+                break
+            log(f"waiting for benchmark VAE folds ({len(done)}/5 ready)")
+            time.sleep(60)
+        for d in ready:
+            if (d / "result.json").is_file():
+                folds.append(FittedModel.load(d / "model"))
+                results.append(json.loads((d / "result.json").read_text(encoding="utf-8")))
+    summary = summarise(results) if results else None
+    card = _card(dataset, summary, len(folds), primary)
+    tmp = Path(str(out_dir) + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    build_bundle(tmp, name, version, primary, folds, dataset, "lidc-png", round(dataset.fov_mm(), 3), card,
+                 training={"pipeline": config.to_dict(), "member_0_patients": len(dataset.patients),
+                           "fold_members": len(folds)},
+                 clinical_absent_reason="LIDC-IDRI provides no clinical data")
+    if Path(out_dir).exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    log(f"bundle written: {out_dir} ({sum(p.stat().st_size for p in Path(out_dir).rglob('*') if p.is_file()) / 1e6:.1f} MB)")
+    return Path(out_dir)

@@ -1,0 +1,179 @@
+"""Model bundles: the tiny bundle is complete and loads; integrity checks refuse altered bundles; discovery."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from LNMStagingLib.bundle import (
+    ENV_DEFAULT_MODEL,
+    ENV_MODEL_PATH,
+    default_bundle_path,
+    list_bundles,
+    load_bundle,
+    verify_bundle,
+    write_manifest,
+)
+from LNMStagingLib.data.bags import Bag
+from LNMStagingLib.errors import BundleError
+from LNMStagingLib.training.tiny import build_tiny_bundle
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return build_tiny_bundle(tmp_path_factory.mktemp("bundles") / "tiny", seed=0)
+
+
+@pytest.fixture
+def copy_of(tiny, tmp_path):
+    def make() -> Path:
+        target = tmp_path / "copy"
+        shutil.copytree(tiny, target)
+        return target
+
+    return make
+
+
+def test_tiny_bundle_loads_and_predicts(tiny):
+    bundle = load_bundle(tiny)
+    assert bundle.name == "tiny-synthetic" and bundle.n_members == 2
+    assert len(bundle.manifest_sha256) == 64
+    cfg = bundle.config
+    assert cfg.patch_size == 32 and cfg.preset["name"] == "lidc-png" and cfg.fov_mm > 0
+    assert cfg.clinical_inputs == [] and 0.5 <= cfg.eta <= 0.8 and 0 <= cfg.threshold <= 1
+    assert set(cfg.latent_directions) >= {"growth", "border_irregularity"}
+    assert len(cfg.latent_directions["growth"]) == bundle.members[0].vae.config.latent_dim
+    assert "research" in json.dumps(bundle.card).lower() or bundle.card_markdown
+
+    rng = np.random.default_rng(0)
+    images = rng.random((5, 64, 64)).astype(np.float32)
+    masks = np.zeros((5, 64, 64), bool)
+    masks[:, 20:44, 20:44] = True
+    patches = bundle.prepare_patches(images, masks)
+    assert patches.shape == (5, 1, 32, 32) and float(patches.max()) <= 1.0
+    codes = bundle.encode(patches)
+    assert codes.mu.shape == (5, 16) and codes.per_member.shape == (2, 5, 16)
+    assert bundle.decode(codes.mu).shape == (5, 1, 32, 32)
+    features = np.tile([6.0, 8.0, 0.75, 0.95, 1.1], (5, 1))
+    probs = bundle.node_probabilities(patches, features)
+    assert probs.shape == (2, 5) and torch.all((probs >= 0) & (probs <= 1))
+
+    bag = Bag.from_patches(patches[:, 0].numpy(), features, ["a", "a", "b", "c", "c"], areas=[5, 4, 3, 2, 1],
+                           max_patches=15)
+    final = bundle.patient_probabilities(bag)
+    out = bundle.patient_outputs(bag)
+    assert final.shape == (2,)
+    eta = bundle.members[0].mil.config.eta
+    expected = eta * out["patient_mlp"][0] + (1 - eta) * out["node_max"][0]
+    assert torch.allclose(final[0], expected, atol=1e-6)
+    prediction = bundle.predict_patient(bag)
+    assert set(prediction.node_probabilities) == {"a", "b", "c"}
+    assert prediction.positive == (prediction.probability >= bundle.threshold)
+
+
+def test_gradcam_layer_is_the_last_spatial_encoder_block(tiny):
+    bundle = load_bundle(tiny)
+    member = bundle.member_module(0)
+    layer = dict(member.named_modules())[bundle.config.gradcam_layer]
+    captured = {}
+
+    def hook(_module, _inputs, output):
+        captured["shape"] = tuple(output.shape)
+
+    handle = layer.register_forward_hook(hook)
+    member(torch.rand(2, 1, 32, 32), torch.rand(2, 5))
+    handle.remove()
+    assert captured["shape"][0] == 2 and captured["shape"][2:] == (8, 8)
+
+
+@pytest.mark.parametrize("damage", ["flip_byte", "truncate", "delete", "extra_file"])
+def test_damaged_bundle_is_refused_naming_the_file(copy_of, damage):
+    bundle_dir = copy_of()
+    weights = bundle_dir / "members" / "member_1.safetensors"
+    if damage == "flip_byte":
+        data = bytearray(weights.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        weights.write_bytes(bytes(data))
+        name = "member_1.safetensors"
+    elif damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:-100])
+        name = "member_1.safetensors"
+    elif damage == "delete":
+        (bundle_dir / "config.json").unlink()
+        name = "config.json"
+    else:
+        (bundle_dir / "members" / "extra.safetensors").write_bytes(b"x")
+        name = "extra.safetensors"
+    with pytest.raises(BundleError, match=name.replace(".", r"\.")):
+        load_bundle(bundle_dir)
+
+
+def test_config_is_parsed_strictly(copy_of):
+    bundle_dir = copy_of()
+    config = json.loads((bundle_dir / "config.json").read_text())
+    config["surprise"] = 1
+    (bundle_dir / "config.json").write_text(json.dumps(config))
+    write_manifest(bundle_dir, "tiny-synthetic", "0.0.1")  # hashes fine, content not
+    verify_bundle(bundle_dir)
+    with pytest.raises(BundleError, match="unknown config keys"):
+        load_bundle(bundle_dir)
+
+
+def test_weights_that_do_not_fit_are_refused(copy_of):
+    bundle_dir = copy_of()
+    config = json.loads((bundle_dir / "config.json").read_text())
+    config["vae"]["base"] = 5
+    (bundle_dir / "config.json").write_text(json.dumps(config))
+    write_manifest(bundle_dir, "tiny-synthetic", "0.0.1")
+    with pytest.raises(BundleError, match="member_0"):
+        load_bundle(bundle_dir)
+
+
+def test_discovery_and_models_json(tiny, monkeypatch):
+    from LNMStagingLib.cli import main
+
+    monkeypatch.setenv(ENV_MODEL_PATH, str(tiny.parent))
+    monkeypatch.setenv(ENV_DEFAULT_MODEL, "tiny-synthetic")
+    found = [b for b in list_bundles() if b.path == tiny.resolve()]
+    assert len(found) == 1 and found[0].name == "tiny-synthetic" and found[0].default
+    assert sum(b.default for b in list_bundles()) == 1
+    assert default_bundle_path() == tiny.resolve()
+    assert load_bundle("tiny-synthetic").path == tiny.resolve()  # by name
+    buffer = io.StringIO()
+    with redirect_stdout(buffer):
+        assert main(["models", "--json"]) == 0
+    listed = json.loads(buffer.getvalue())
+    assert isinstance(listed, list) and all(set(item) == {"name", "path", "default"} for item in listed)
+    assert any(item["name"] == "tiny-synthetic" and item["default"] for item in listed)
+
+
+def test_unknown_bundle_name_is_a_bundle_error():
+    with pytest.raises(BundleError):
+        load_bundle("no-such-bundle-anywhere")
+
+
+def test_bundle_on_a_foundation_case(tiny, tmp_path):
+    """Phantom case -> prepared with the bundle's preset -> patches -> features -> bag -> prediction."""
+    from LNMStagingLib.case import load_case, prepare_case
+    from LNMStagingLib.patches import PatchConfig, extract_patches
+    from LNMStagingLib.phantom import write_phantom
+    from LNMStagingLib.presets import Preset
+
+    bundle = load_bundle(tiny)
+    files = write_phantom(tmp_path / "phantom")
+    prepared = prepare_case(load_case(files.image, files.segmentation), Preset.from_dict(bundle.config.preset))
+    patch_set = extract_patches(prepared, PatchConfig(**bundle.config.patch_sampling))
+    features = bundle.patch_features(prepared, patch_set)
+    assert features.shape == (len(patch_set.patches), 5) and np.all(features[:, 0] <= features[:, 1] + 1e-6)
+    bag = bundle.bag_from_patch_set(patch_set, features, clinical=None)
+    assert bag.patches.shape == (15, 32, 32) and bag.valid.sum() == len(patch_set.bag)
+    prediction = bundle.predict_patient(bag)
+    assert 0 <= prediction.probability <= 1 and len(prediction.per_member) == 2
+    assert set(prediction.node_probabilities) == {patch_set.patches[i].node_id for i in patch_set.bag}

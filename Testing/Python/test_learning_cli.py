@@ -1,0 +1,175 @@
+"""Command line: evaluate (metrics.json contract), train, benchmark; LIDC checks skip without the data."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from LNMStagingLib.cli import main
+from LNMStagingLib.data.synthetic import write_synthetic_dataset
+from LNMStagingLib.training.tiny import build_tiny_bundle
+
+METRIC_KEYS = {"auc", "sensitivity", "specificity", "accuracy", "f1", "balanced_accuracy"}
+REPO = Path(__file__).resolve().parents[2]
+
+
+def lidc_dir() -> Path:
+    return Path(os.environ.get("LNMSTAGING_LIDC_DIR", REPO / ".." / "shared" / "data" / "lidc-nodules"))
+
+
+needs_lidc = pytest.mark.skipif(
+    not (lidc_dir() / "nodules.npz").is_file(),
+    reason=f"LIDC nodules not found at {lidc_dir()} (set LNMSTAGING_LIDC_DIR to run these checks)",
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return build_tiny_bundle(tmp_path_factory.mktemp("bundles") / "tiny", seed=1)
+
+
+@pytest.fixture(scope="module")
+def synthetic_data(tmp_path_factory) -> Path:
+    return write_synthetic_dataset(tmp_path_factory.mktemp("data") / "synthetic", n_patients=40, seed=11)
+
+
+def test_evaluate_writes_the_metrics_contract(tiny, synthetic_data, tmp_path):
+    out = tmp_path / "metrics.json"
+    assert main(["evaluate", "--model", str(tiny), "--data", str(synthetic_data), "--out", str(out),
+                 "--bootstrap", "50"]) == 0
+    metrics = json.loads(out.read_text())
+    for level in ("nodule", "patient"):
+        assert METRIC_KEYS <= set(metrics[level])
+        assert 0.0 <= metrics[level]["auc"] <= 1.0
+    assert metrics["model"]["name"] == "tiny-synthetic" and metrics["model"]["members"] == 2
+    assert metrics["patient"]["n"] == metrics["data"]["patients"]
+
+
+def test_evaluate_uses_the_default_bundle(tiny, synthetic_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("LNMSTAGING_MODEL_PATH", str(tiny.parent))
+    monkeypatch.setenv("LNMSTAGING_DEFAULT_MODEL", "tiny-synthetic")
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--data", str(synthetic_data), "--out", str(out), "--bootstrap", "20"]) == 0
+    assert json.loads(out.read_text())["model"]["path"] == str(tiny.resolve())
+
+
+def test_evaluate_refuses_an_altered_bundle(tiny, synthetic_data, tmp_path, capsys):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tiny, damaged)
+    card = damaged / "model_card.json"
+    card.write_text(card.read_text().replace("tiny", "tinY", 1))
+    code = main(["evaluate", "--model", str(damaged), "--data", str(synthetic_data), "--out", str(tmp_path / "x.json")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "model_card.json" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_evaluate_reports_bad_data_as_one_line(tiny, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["evaluate", "--model", str(tiny), "--data", str(tmp_path / "empty"), "--out",
+                 str(tmp_path / "m.json")]) == 2
+    assert "nodules.npz" in capsys.readouterr().err
+
+
+def test_train_quick_writes_a_loadable_bundle(synthetic_data, tmp_path):
+    from LNMStagingLib.bundle import load_bundle
+
+    out = tmp_path / "my-model"
+    assert main(["train", "--data", str(synthetic_data), "--out", str(out), "--quick", "--members", "2",
+                 "--no-progress", "--threads", "1"]) == 0
+    bundle = load_bundle(out)
+    assert bundle.name == "my-model" and bundle.n_members == 3
+    assert [m.role for m in bundle.config.members] == ["final", "fold", "fold"]
+    # a second run refuses to overwrite
+    assert main(["train", "--data", str(synthetic_data), "--out", str(out), "--quick", "--no-progress"]) == 2
+
+
+def test_train_vae_then_classifier(synthetic_data, tmp_path):
+    from LNMStagingLib.bundle import load_bundle
+
+    vae_dir = tmp_path / "vae"
+    assert main(["train", "--data", str(synthetic_data), "--out", str(vae_dir), "--stage", "vae", "--quick",
+                 "--no-progress", "--threads", "1"]) == 0
+    assert (vae_dir / "encoder.safetensors").is_file()
+    out = tmp_path / "clf"
+    assert main(["train", "--data", str(synthetic_data), "--out", str(out), "--stage", "classifier",
+                 "--encoder", str(vae_dir), "--quick", "--no-progress", "--threads", "1"]) == 0
+    bundle = load_bundle(out)
+    from safetensors.torch import load_file
+
+    encoder = load_file(str(vae_dir / "encoder.safetensors"))
+    member = bundle.members[0].vae.state_dict()
+    key = "encoder.blocks.0.0.weight"
+    assert torch.allclose(member[key], encoder[key].float(), atol=1e-2)  # float16 bundle weights
+
+
+def test_benchmark_quick_runs_all_methods_on_the_same_folds(synthetic_data, tmp_path):
+    from LNMStagingLib.evaluation.benchmark import run_benchmark
+
+    out = tmp_path / "bench"
+    path = run_benchmark(synthetic_data, out, methods=("size", "vae"), n_folds=2, quick=True, progress=False,
+                         command="test", log=lambda *_: None, n_boot=50)
+    table = path.read_text()
+    assert "Size-only" in table and "VAE-MLP (Gaussian)" in table and "Wall time" in table
+    tests = {}
+    for method in ("size", "vae"):
+        for k in range(2):
+            result = json.loads((out / method / f"fold_{k}" / "result.json").read_text())
+            assert not set(result["train_patients"]) & set(result["test_patients"])
+            tests.setdefault(k, set()).add(tuple(result["test_patients"]))
+    assert all(len(v) == 1 for v in tests.values())  # same folds for every method
+    mtime = (out / "vae" / "fold_0" / "result.json").stat().st_mtime
+    run_benchmark(synthetic_data, out, methods=("size", "vae"), n_folds=2, quick=True, progress=False,
+                  command="test", log=lambda *_: None, n_boot=50)
+    assert (out / "vae" / "fold_0" / "result.json").stat().st_mtime == mtime  # resumed, not redone
+
+
+@needs_lidc
+def test_lidc_adapter():
+    from LNMStagingLib.data.lidc import load_lidc
+
+    dataset = load_lidc(lidc_dir())
+    assert dataset.patches.shape == (4053, 1, 32, 32)
+    assert len(dataset.patients) == 395 and sum(dataset.patient_labels().values()) == 158
+    assert 20 < dataset.fov_mm() < 80
+    assert (dataset.features[:, 0] <= dataset.features[:, 1] + 1e-6).all()  # short <= long axis
+    assert float(dataset.patches.max()) <= 1.0 and (dataset.patches[:, 0][~dataset.masks] == 0).all()
+
+
+@needs_lidc
+def test_default_bundle_evaluates_1000_lidc_patches_in_seconds(tmp_path):
+    import numpy as np
+
+    from LNMStagingLib.bundle import builtin_models_dir, list_bundles
+
+    if not any(b.path.parent == builtin_models_dir().resolve() for b in list_bundles()):
+        pytest.skip("no bundled model in Resources/Models yet")
+    with np.load(lidc_dir() / "nodules.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    patients = np.unique(arrays["patient_id"])
+    keep = np.isin(arrays["patient_id"], patients[:100])
+    keep &= np.cumsum(keep) <= 1000
+    subset = tmp_path / "subset"
+    subset.mkdir()
+    np.savez(subset / "nodules.npz", **{k: v[keep] for k, v in arrays.items()})
+    shutil.copy(lidc_dir() / "nodules.csv", subset / "nodules.csv")
+    start = time.time()
+    assert main(["evaluate", "--data", str(subset), "--out", str(tmp_path / "m.json"), "--bootstrap", "100"]) == 0
+    assert time.time() - start < 60
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["data"]["slices"] <= 1000 and metrics["nodule"]["auc"] > 0.7

@@ -1,0 +1,276 @@
+"""`predict_case` and `lnmstaging predict` on the phantom with the tiny real bundle: the report contract,
+Grad-CAM on the image grid, traversals, the HTML page, determinism, clinical data, and refused input."""
+
+# ruff: noqa: F401, F811  (pytest fixtures imported from test_prediction_support, used as arguments)
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from test_prediction_support import (
+    phantom_case,
+    phantom_prediction,
+    tiny_bundle,
+    tiny_bundle_dir,
+)
+
+from LNMStagingLib.cli import main
+from LNMStagingLib.errors import CancelledError
+from LNMStagingLib.prediction import predict_case
+from LNMStagingLib.prediction.traversal import TRAVERSAL_STEPS
+
+NODE_KEYS = {"node_id", "segment_name", "probability", "std", "short_axis_mm", "long_axis_mm", "axis_ratio",
+             "convexity", "compactness", "criteria"}
+
+
+@pytest.fixture(scope="module")
+def cli_run(phantom_files, tiny_bundle_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("predict") / "result"
+    code = main(["predict", str(phantom_files.image), str(phantom_files.segmentation), "--model", str(tiny_bundle_dir),
+                 "--age", "71", "--quiet", "--out", str(out)])
+    return code, out
+
+
+def test_cli_writes_every_output(cli_run):
+    code, out = cli_run
+    assert code == 0
+    assert {p.name for p in out.iterdir()} == {"report.json", "gradcam.nrrd", "traversal", "report.html"}
+    assert not list(out.parent.glob(".*partial*"))
+
+
+def test_report_json_contract(cli_run, tiny_bundle):
+    report = json.loads((cli_run[1] / "report.json").read_text())
+    model = report["model"]
+    assert model["name"] == tiny_bundle.name and model["version"] == tiny_bundle.version
+    assert model["manifest_sha256"] == tiny_bundle.manifest_sha256
+    patient = report["patient"]
+    for key in ("probability", "decision", "threshold", "std", "uncertain", "uncertainty_reasons", "clinical"):
+        assert key in patient
+    assert 0.0 <= patient["probability"] <= 1.0
+    assert patient["positive"] is (patient["probability"] >= patient["threshold"])
+    in_range = 0.33 <= patient["probability"] <= 0.66
+    assert patient["uncertain"] is (in_range or any("disagrees" in r for r in patient["uncertainty_reasons"]))
+    for holder in (report, patient):  # every probability travels with its context
+        assert holder["research_use_only"] is True and holder["intended_use"] and holder["model_data"]
+    assert len(report["nodes"]) == 7
+    for node in report["nodes"]:
+        assert NODE_KEYS <= set(node)
+        assert set(node["criteria"]) == {"esgar", "lateral_short_axis_7mm"}
+        assert 0.0 <= node["probability"] <= 1.0 and node["std"] >= 0.0
+    names = [n["segment_name"] for n in report["nodes"]]
+    assert names[0] == "Node small round" and "Lateral node" in names
+
+
+def test_clinical_data_not_used_by_this_model_is_said(cli_run):
+    clinical = json.loads((cli_run[1] / "report.json").read_text())["patient"]["clinical"]
+    assert clinical["used_by_model"] == [] and "not used by this model" in clinical["note"]
+    assert "age" in clinical["note"]  # given but ignored is said, not hidden
+
+
+def test_missing_clinical_values_are_declared_not_zero():
+    from types import SimpleNamespace
+
+    from LNMStagingLib.cohort import ClinicalData
+    from LNMStagingLib.models.mil import PAPER_CLINICAL, ClinicalSpec, clinical_vector
+    from LNMStagingLib.prediction.inputs import clinical_inputs
+
+    specs = [{"name": s.name, "minimum": s.minimum, "maximum": s.maximum} for s in PAPER_CLINICAL]
+    fake = SimpleNamespace(config=SimpleNamespace(clinical_inputs=specs))
+    values, use = clinical_inputs(fake, ClinicalData(age=64, t_stage="T3"))
+    assert values == {"age": 64.0, "sex": None, "t_stage": 3.0}
+    assert use.declared_missing == ["sex"] and "sex" in use.note and "never a silent zero" in use.note
+    vector = clinical_vector([ClinicalSpec(**s) for s in specs], values)
+    assert list(vector[2:4]) == [0.5, 1.0]  # neutral value + missingness indicator for sex
+
+
+def test_gradcam_is_on_the_input_grid_and_on_the_nodes(cli_run, phantom_files, phantom_prediction):
+    heat = sitk.ReadImage(str(cli_run[1] / "gradcam.nrrd"))
+    image = sitk.ReadImage(str(phantom_files.image))
+    assert heat.GetSize() == image.GetSize()
+    assert np.allclose(heat.GetSpacing(), image.GetSpacing()) and np.allclose(heat.GetOrigin(), image.GetOrigin())
+    assert np.allclose(heat.GetDirection(), image.GetDirection())
+    array = sitk.GetArrayFromImage(heat)
+    assert array.dtype == np.float32 and np.isfinite(array).all() and array.min() >= 0 and array.max() <= 1.0 + 1e-6
+    # zero away from the node patches: only on each node's primary slice, within its patch field of view
+    half_fov_px = phantom_prediction.input_info["patch_pixel_mm"] * 32 / 2 / image.GetSpacing()[0] + 1
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(phantom_files.labelmap)))
+    allowed = np.zeros(array.shape, bool)
+    for node in phantom_prediction.nodes:
+        k = phantom_prediction.node_patches[node.node_id].slice_index
+        _, jj, ii = np.nonzero(labels == node.node_id)
+        cj, ci = jj.mean(), ii.mean()
+        j, i = np.mgrid[0:array.shape[1], 0:array.shape[2]]
+        allowed[k] |= (np.abs(j - cj) <= half_fov_px) & (np.abs(i - ci) <= half_fov_px)
+        assert array[k][labels[k] == node.node_id].max() > 0, node.segment_name  # each node carries heat
+    assert np.count_nonzero(array[~allowed]) == 0
+    assert np.array_equal(array, phantom_prediction.heatmap)
+
+
+def test_traversal_files(cli_run, phantom_prediction):
+    folder = cli_run[1] / "traversal"
+    from PIL import Image
+
+    for node in phantom_prediction.nodes:
+        for direction in ("growth", "border_irregularity"):
+            stem = f"node_{node.node_id:03d}_{direction}"
+            stack = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"{stem}.nrrd")))
+            assert stack.shape == (len(TRAVERSAL_STEPS), 32, 32)
+            with Image.open(folder / f"{stem}.png") as strip:
+                assert strip.width > strip.height * (len(TRAVERSAL_STEPS) - 1)
+            frames = phantom_prediction.traversals[node.node_id][direction]
+            assert frames.shape == stack.shape and frames.dtype == np.float32
+
+
+def test_html_is_self_contained(cli_run):
+    html = (cli_run[1] / "report.html").read_text()
+    assert "Research use only" in html and "Not a medical device" in html
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", html)
+    assert html.count("data:image/png;base64,") >= 7 * 5  # patch, heatmap, top 25 %, two strips per node
+    assert "Node lobulated" in html and "ESGAR" in html and "Model" in html
+
+
+def test_prediction_is_deterministic(phantom_case, tiny_bundle, phantom_prediction, cli_run):
+    again = predict_case(phantom_case, bundle=tiny_bundle).to_report_dict()
+    first = phantom_prediction.to_report_dict()
+    for report in (again, first):
+        report.pop("timings_s")
+    assert again == first
+    from_cli = json.loads((cli_run[1] / "report.json").read_text())
+    assert [n["probability"] for n in from_cli["nodes"]] == [n["probability"] for n in first["nodes"]]
+    assert from_cli["patient"]["probability"] == first["patient"]["probability"]
+
+
+def test_progress_and_cancel(phantom_case, tiny_bundle):
+    seen = []
+    predict_case(phantom_case, bundle=tiny_bundle, progress=lambda f, m: seen.append(f))
+    assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen)
+    checks = []
+
+    def cancel() -> bool:
+        checks.append(1)
+        return len(checks) > 3  # the user cancels during the run
+
+    with pytest.raises(CancelledError):
+        predict_case(phantom_case, bundle=tiny_bundle, cancel=cancel)
+    assert len(checks) == 4
+
+
+# ------------------------------------------------------------------------------------------- bad input
+def _refused(capsys, args, out, fragment):
+    code = main(args + ["--quiet", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and fragment in err, err
+    assert not out.exists()
+    assert not list(out.parent.glob(f".{out.name}*"))
+
+
+def test_altered_bundle_is_refused(phantom_files, tiny_bundle_dir, tmp_path, capsys):
+    import shutil
+
+    altered = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle_dir, altered)
+    config = altered / "config.json"
+    config.write_text(config.read_text().replace('"eta": 0.8', '"eta": 0.7'))
+    _refused(capsys, ["predict", str(phantom_files.image), str(phantom_files.segmentation), "--model", str(altered)],
+             tmp_path / "out", "config.json: altered")
+
+
+def test_preset_mismatch_is_refused(phantom_files, tiny_bundle_dir, tmp_path, capsys):
+    _refused(capsys, ["predict", str(phantom_files.image), str(phantom_files.segmentation), "--model", str(tiny_bundle_dir),
+                      "--preset", "mri-t2"], tmp_path / "out", "expects preset lidc-png, the image was declared mri-t2")
+
+
+def _dicom_series(image: sitk.Image, folder, modality: str):
+    folder.mkdir()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    spacing, direction = image.GetSpacing(), image.GetDirection()
+    series = "1.2.826.0.1.3680043.2.1125.1.4242"
+    for k in range(image.GetDepth()):
+        plane = sitk.Cast(image[:, :, k], sitk.sitkInt16)
+        for tag, value in (("0008|0060", modality), ("0020|000e", series), ("0020|0013", str(k + 1)),
+                           ("0020|0032", "\\".join(f"{v:.4f}" for v in image.TransformIndexToPhysicalPoint((0, 0, k)))),
+                           ("0020|0037", "\\".join(f"{direction[a]:g}" for a in (0, 3, 6, 1, 4, 7))),
+                           ("0028|0030", f"{spacing[1]}\\{spacing[0]}"), ("0018|0050", str(spacing[2])),
+                           ("0008|0018", f"{series}.{k + 1}")):
+            plane.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
+        writer.Execute(plane)
+
+
+def test_dicom_modality_mismatch_is_refused(phantom_files, tiny_bundle_dir, tmp_path, capsys):
+    folder = tmp_path / "dicom"
+    _dicom_series(sitk.ReadImage(str(phantom_files.image)), folder, "MR")
+    _refused(capsys, ["predict", str(folder), str(phantom_files.segmentation), "--model", str(tiny_bundle_dir)],
+             tmp_path / "out", "expects CT images (preset lidc-png), the image is DICOM modality MR")
+
+
+def test_nodes_smaller_than_a_voxel_in_plane_are_refused(phantom_files, tiny_bundle_dir, tmp_path, capsys):
+    labels = sitk.ReadImage(str(phantom_files.labelmap))
+    array = np.zeros(sitk.GetArrayViewFromImage(labels).shape, np.uint8)
+    array[10, 60, 60] = 1
+    array[12, 100, 90] = 2
+    tiny = sitk.GetImageFromArray(array)
+    tiny.CopyInformation(labels)
+    sitk.WriteImage(tiny, str(tmp_path / "dots.nrrd"))
+    _refused(capsys, ["predict", str(phantom_files.image), str(tmp_path / "dots.nrrd"), "--model", str(tiny_bundle_dir)],
+             tmp_path / "out", "every node is smaller than one voxel in-plane")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--sex", "X"], "sex must be F or M"),
+    (["--t-stage", "T7"], "--t-stage"),
+    (["--age", "old"], "--age must be a number"),
+])
+def test_bad_clinical_values_are_refused(phantom_files, tiny_bundle_dir, tmp_path, capsys, args, fragment):
+    _refused(capsys, ["predict", str(phantom_files.image), str(phantom_files.segmentation), "--model", str(tiny_bundle_dir),
+                      *args], tmp_path / "out", fragment)
+
+
+def test_foundation_errors_are_refused_the_same_way(phantom_files, tiny_bundle_dir, tmp_path, capsys):
+    _refused(capsys, ["predict", str(tmp_path / "nope.nrrd"), str(phantom_files.segmentation), "--model",
+                      str(tiny_bundle_dir)], tmp_path / "out", "nope.nrrd: file not found")
+
+
+def test_a_node_too_small_for_the_model_is_skipped_and_said(phantom_files, tiny_bundle_dir, tmp_path, capsys):
+    labels = sitk.ReadImage(str(phantom_files.labelmap))
+    array = sitk.GetArrayFromImage(labels)
+    array[12, 40, 40] = 9  # one voxel (0.64 mm2) is smaller than one patch pixel of the model
+    dotted = sitk.GetImageFromArray(array)
+    dotted.CopyInformation(labels)
+    sitk.WriteImage(dotted, str(tmp_path / "labels.nrrd"))
+    out = tmp_path / "out"
+    assert main(["predict", str(phantom_files.image), str(tmp_path / "labels.nrrd"), "--model", str(tiny_bundle_dir),
+                 "--preset", "lidc-png", "--quiet", "--out", str(out)]) == 0  # the declared preset is the bundle's
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["nodes"]) == 7
+    assert [s["segment_name"] for s in report["skipped_nodes"]] == ["Label_9"]
+    assert "Label_9" in capsys.readouterr().err
+
+
+def test_a_resampling_preset_maps_everything_back_to_the_input_grid(phantom_case, phantom_files, tiny_bundle_dir,
+                                                                     tmp_path):
+    """A bundle whose preset resamples (as mri-t2 does): the heatmap still lands on the input image's grid."""
+    import shutil
+
+    from LNMStagingLib.bundle import write_manifest
+
+    variant = tmp_path / "resampling-bundle"
+    shutil.copytree(tiny_bundle_dir, variant)
+    config = json.loads((variant / "config.json").read_text())
+    config["preset"].update(name="resampled-test", modality="MR", target_spacing_mm=[0.573, 0.573, 3.3])
+    (variant / "config.json").write_text(json.dumps(config))
+    (variant / "manifest.json").unlink()
+    write_manifest(variant, config["name"], config["version"])
+    result = predict_case(phantom_case, bundle_path=variant)
+    assert result.input_info["measurement_grid"]["spacing_mm"] == pytest.approx([0.573, 0.573, 3.3])
+    assert result.heatmap.shape == phantom_case.image.array.shape
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(phantom_files.labelmap)))
+    for node in result.nodes:  # every node's own voxels carry heat on its primary slice
+        k = int(np.argmax((labels == node.node_id).sum(axis=(1, 2))))
+        assert result.heatmap[k][labels[k] == node.node_id].max() > 0, node.segment_name
+    assert result.node(4).short_axis_mm == pytest.approx(10.0, abs=1.0)
