@@ -10,6 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _ordinary_mode(directory: bool) -> int:
+    """The mode a plain open()/mkdir() would give under the current umask (mkstemp/mkdtemp make 0600/0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(destination: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``destination``; on success it replaces ``destination``."""
@@ -20,6 +27,7 @@ def atomic_path(destination: str | Path) -> Iterator[Path]:
     )
     os.close(handle)
     temporary_path = Path(temporary)
+    temporary_path.chmod(_ordinary_mode(directory=False))
     try:
         yield temporary_path
         os.replace(temporary_path, destination)
@@ -34,6 +42,7 @@ def atomic_directory(destination: str | Path) -> Iterator[Path]:
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".partial", dir=destination.parent))
+    temporary.chmod(_ordinary_mode(directory=True))
     try:
         yield temporary
         if destination.exists():

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
+import locale
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+
+MODALITY_TAG = "0008|0060"
+
+
+@contextlib.contextmanager
+def preserved_locale() -> Iterator[None]:
+    """GDCM (SimpleITK's DICOM reader) switches the process to the C locale and leaves it there, after which
+    every open() without an explicit encoding becomes ASCII; put the caller's locale back."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
 
 
 def _read_dicom_series(folder: Path) -> sitk.Image:
@@ -27,9 +43,10 @@ def read_any(path: str | Path) -> sitk.Image:
     if not path.exists():
         raise InputError(path, "file not found")
     try:
-        if path.is_dir():
-            return _read_dicom_series(path)
-        return sitk.ReadImage(str(path))
+        with preserved_locale():
+            if path.is_dir():
+                return _read_dicom_series(path)
+            return sitk.ReadImage(str(path))
     except InputError:
         raise
     except RuntimeError as error:
@@ -61,3 +78,25 @@ def read_image(path: str | Path) -> sitk.Image:
             bad = int(np.count_nonzero(~np.isfinite(array)))
             raise InputError(path, f"has {bad} NaN or infinite voxel(s)")
     return image
+
+
+def read_modality(path: str | Path) -> str | None:
+    """The DICOM modality ("MR", "CT", ...) of an image file or DICOM series folder from its header; None
+    when unknown (NRRD, NIfTI, ... carry no modality)."""
+    path = Path(path)
+    try:
+        with preserved_locale():
+            if path.is_dir():
+                reader = sitk.ImageSeriesReader()
+                series = reader.GetGDCMSeriesIDs(str(path))
+                if not series:
+                    return None
+                path = Path(reader.GetGDCMSeriesFileNames(str(path), series[0])[0])
+            header = sitk.ImageFileReader()
+            header.SetFileName(str(path))
+            header.ReadImageInformation()
+            if header.HasMetaDataKey(MODALITY_TAG):
+                return header.GetMetaData(MODALITY_TAG).strip().upper() or None
+    except RuntimeError:
+        return None
+    return None

@@ -226,7 +226,6 @@ def run_cluster_analysis(model: str | Path | None, data_dir: str | Path, out_dir
         "research_use_only": True,
     }
     with atomic_directory(out_dir) as folder:
-        folder.chmod(0o755)
         (folder / "clusters.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         (folder / "table4.md").write_text(
             f"# Latent clusters of {bundle.name} {bundle.version} on {n} nodules (k = {chosen})\n\n"

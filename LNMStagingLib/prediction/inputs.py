@@ -7,32 +7,13 @@ from pathlib import Path
 from ..bundle import ModelBundle
 from ..cohort import ClinicalData
 from ..errors import BundleError
+from ..imageio import read_modality
 from .results import ClinicalUse
-
-MODALITY_TAG = "0008|0060"
 
 
 def image_modality(path: str | Path) -> str | None:
-    """The DICOM modality (e.g. "MR", "CT") of an image file or DICOM series folder, None when unknown
-    (NRRD, NIfTI, ... carry no modality). Reads only the header of one file."""
-    import SimpleITK as sitk
-
-    path = Path(path)
-    try:
-        if path.is_dir():
-            reader = sitk.ImageSeriesReader()
-            series = reader.GetGDCMSeriesIDs(str(path))
-            if not series:
-                return None
-            path = Path(reader.GetGDCMSeriesFileNames(str(path), series[0])[0])
-        info = sitk.ImageFileReader()
-        info.SetFileName(str(path))
-        info.ReadImageInformation()
-        if info.HasMetaDataKey(MODALITY_TAG):
-            return info.GetMetaData(MODALITY_TAG).strip().upper() or None
-    except RuntimeError:
-        return None
-    return None
+    """The DICOM modality of an image (None when the format carries none); see imageio.read_modality."""
+    return read_modality(path)
 
 
 def check_intended_input(bundle: ModelBundle, declared_preset: str | None = None, modality: str | None = None) -> None:

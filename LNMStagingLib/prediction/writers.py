@@ -35,7 +35,6 @@ def write_outputs(result: PredictionResult, case: Case, out_dir: str | Path) -> 
     report = result.to_report_dict()
     report["outputs"] = {"gradcam": "gradcam.nrrd", "html": "report.html", "traversal": {}}
     with atomic_directory(out_dir) as folder:
-        folder.chmod(0o755)  # a temporary directory is private (0700); the result is an ordinary folder
         heatmap = Volume(result.heatmap.astype(np.float32), case.image.spacing, case.image.origin, case.image.direction)
         sitk.WriteImage(heatmap.to_sitk(), str(folder / "gradcam.nrrd"), useCompression=True)
         (folder / "traversal").mkdir()

@@ -1,8 +1,15 @@
-"""Shared fixtures: the phantom case written once per session, and the LIDC data location."""
+"""Shared fixtures: the phantom case, the LIDC data location, and the tiny real model bundle.
+
+The tiny bundle is trained (seconds to half a minute) once per source version and kept in pytest's cache
+folder, keyed by a hash of the code that defines it; a cached copy that no longer loads is rebuilt.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,3 +34,77 @@ def lidc_dir() -> Path:
     if not (path / "nodules.npz").is_file():
         pytest.skip(f"LIDC data not found at {path} (set LNMSTAGING_LIDC_DIR); the real-data tests need it")
     return path
+
+_SOURCES = ("LNMStagingLib/bundle.py", "LNMStagingLib/models", "LNMStagingLib/training", "LNMStagingLib/data",
+            "LNMStagingLib/presets.py", "LNMStagingLib/patches.py", "LNMStagingLib/measure.py")
+_BUILT: dict[str, Path] = {}
+
+
+def _source_hash() -> str:
+    digest = hashlib.sha256()
+    for entry in _SOURCES:
+        path = REPOSITORY / entry
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.relative_to(REPOSITORY).as_posix().encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def tiny_bundle_path(cache_root: Path) -> Path:
+    from LNMStagingLib.bundle import load_bundle
+    from LNMStagingLib.errors import LNMStagingError
+    from LNMStagingLib.training.tiny import build_tiny_bundle
+
+    key = _source_hash()
+    if key in _BUILT:
+        return _BUILT[key]
+    target = cache_root / f"tiny-{key}"
+    if target.is_dir():
+        try:
+            load_bundle(target)
+            _BUILT[key] = target
+            return target
+        except LNMStagingError:
+            shutil.rmtree(target)
+    for stale in cache_root.glob("tiny-*"):  # built from older sources
+        shutil.rmtree(stale, ignore_errors=True)
+    # a private build folder, renamed at the end: two test sessions building at once do not collide
+    partial = Path(tempfile.mkdtemp(prefix=f".tiny-{key}.", dir=cache_root))
+    build_tiny_bundle(partial / "bundle", seed=0)
+    try:
+        (partial / "bundle").rename(target)
+    except OSError:
+        if not target.is_dir():
+            raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    _BUILT[key] = target
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_dir(request, tmp_path_factory) -> Path:
+    cache = getattr(request.config, "cache", None)  # absent under `-p no:cacheprovider`
+    root = Path(cache.mkdir("lnmstaging-tiny-bundle")) if cache else tmp_path_factory.mktemp("tiny-bundle")
+    return tiny_bundle_path(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_bundle_dir):
+    from LNMStagingLib.bundle import load_bundle
+
+    return load_bundle(tiny_bundle_dir)
+
+
+@pytest.fixture(scope="session")
+def phantom_case(phantom_files):
+    from LNMStagingLib.case import load_case
+
+    return load_case(phantom_files.image, phantom_files.segmentation)
+
+
+@pytest.fixture(scope="session")
+def phantom_prediction(phantom_case, tiny_bundle):
+    from LNMStagingLib.prediction import predict_case
+
+    return predict_case(phantom_case, bundle=tiny_bundle)

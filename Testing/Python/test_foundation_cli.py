@@ -98,3 +98,21 @@ def test_preset_landmarks_from_a_cohort(phantom_files, tmp_path):
     prepared = prepare_case(load_case(phantom_files.image, phantom_files.segmentation), preset)
     assert prepared.image.array.min() >= 0.0 and prepared.image.array.max() <= 1.0
     assert prepared.image.spacing == pytest.approx((0.573, 0.573, 3.3))
+
+
+def test_atomic_outputs_have_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from LNMStagingLib.atomic import atomic_directory, write_text_atomic
+
+    umask = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "a.txt", "x")
+        with atomic_directory(tmp_path / "d") as folder:
+            (folder / "f").write_text("y")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "d"]

@@ -177,3 +177,21 @@ def test_bundle_on_a_foundation_case(tiny, tmp_path):
     prediction = bundle.predict_patient(bag)
     assert 0 <= prediction.probability <= 1 and len(prediction.per_member) == 2
     assert set(prediction.node_probabilities) == {patch_set.patches[i].node_id for i in patch_set.bag}
+
+
+def test_shipped_bundles_are_intact_and_small():
+    from LNMStagingLib.bundle import builtin_models_dir
+
+    shipped = [p for p in builtin_models_dir().iterdir() if (p / "manifest.json").is_file()] \
+        if builtin_models_dir().is_dir() else []
+    if not shipped:
+        pytest.skip("no bundle shipped in Resources/Models")
+    for path in shipped:
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        assert size < 30e6, f"{path.name} is {size / 1e6:.1f} MB"
+        bundle = load_bundle(path)
+        assert bundle.card and bundle.card_markdown and "research use only" in bundle.card_markdown.lower()
+        assert bundle.config.preset["name"] and bundle.config.fov_mm and bundle.config.patch_size == 32
+    marker = builtin_models_dir() / "DEFAULT"
+    if marker.is_file():
+        assert marker.read_text().strip() in {p.name for p in shipped}

@@ -173,3 +173,39 @@ def test_default_bundle_evaluates_1000_lidc_patches_in_seconds(tmp_path):
     assert time.time() - start < 60
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["data"]["slices"] <= 1000 and metrics["nodule"]["auc"] > 0.7
+
+
+def test_train_on_a_cohort_manifest_with_clinical_data(tmp_path):
+    """A user's cohort (phantom cases): clinical inputs with missing values reach the patient MLP."""
+    import csv
+
+    import numpy as np
+
+    from LNMStagingLib.bundle import load_bundle
+    from LNMStagingLib.phantom import write_phantom
+
+    rows = []
+    for i in range(8):
+        write_phantom(tmp_path / f"p{i}", extra_nodes=i % 3, seed=i)
+        rows.append({"patient_id": f"P{i}", "image": f"p{i}/image.nrrd", "segmentation": f"p{i}/segmentation.seg.nrrd",
+                     "age": "" if i == 0 else str(50 + i), "sex": "F" if i % 2 else "M",
+                     "t_stage": "" if i == 1 else f"T{1 + i % 4}", "n_stage": "N1" if i % 2 else "N0"})
+    with open(tmp_path / "cohort.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    out = tmp_path / "model"
+    assert main(["train", "--manifest", str(tmp_path / "cohort.csv"), "--preset", "ct", "--fov-mm", "30", "--out",
+                 str(out), "--quick", "--no-progress", "--threads", "1"]) == 0
+    bundle = load_bundle(out)
+    assert [c["name"] for c in bundle.config.clinical_inputs] == ["age", "sex", "t_stage"]
+    assert bundle.config.masked_input is False  # the ct preset keeps the surroundings
+    features = np.tile([6.0, 8.0, 0.75, 0.95, 1.1], (3, 1))
+    patches = np.random.default_rng(0).random((3, 32, 32)).astype(np.float32)
+    from LNMStagingLib.data.bags import Bag
+
+    known = Bag.from_patches(patches, features, [1, 1, 2], clinical={"age": 70, "sex": 1.0, "t_stage": 3.0})
+    missing = Bag.from_patches(patches, features, [1, 1, 2], clinical={})
+    p_known = bundle.patient_outputs(known)["patient_mlp"]
+    p_missing = bundle.patient_outputs(missing)["patient_mlp"]
+    assert not np.allclose(p_known.numpy(), p_missing.numpy())

@@ -1,13 +1,11 @@
 """`lnmstaging explain clusters`: k chosen at the elbow, the paper's Table 4 statistics, latent maps."""
 
-# ruff: noqa: F401, F811  (pytest fixtures imported from test_prediction_support, used as arguments)
 from __future__ import annotations
 
 import json
 
 import numpy as np
 import pytest
-from test_prediction_support import tiny_bundle_dir
 
 from LNMStagingLib.cli import main
 from LNMStagingLib.prediction.clusters import STAT_FEATURES, cluster_table, elbow, mean_within_sd

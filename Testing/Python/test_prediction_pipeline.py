@@ -1,7 +1,6 @@
 """`predict_case` and `lnmstaging predict` on the phantom with the tiny real bundle: the report contract,
 Grad-CAM on the image grid, traversals, the HTML page, determinism, clinical data, and refused input."""
 
-# ruff: noqa: F401, F811  (pytest fixtures imported from test_prediction_support, used as arguments)
 from __future__ import annotations
 
 import json
@@ -10,12 +9,6 @@ import re
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from test_prediction_support import (
-    phantom_case,
-    phantom_prediction,
-    tiny_bundle,
-    tiny_bundle_dir,
-)
 
 from LNMStagingLib.cli import main
 from LNMStagingLib.errors import CancelledError

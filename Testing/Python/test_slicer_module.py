@@ -24,18 +24,13 @@ pytest.importorskip("slicer", reason="slicer-core (Kitware's Slicer core librari
 
 import LNMStagingScenarios as scenarios  # noqa: E402
 
-try:  # the prediction tests' cached tiny bundle, for scenarioPredict when no bundle is installed
-    from test_prediction_support import tiny_bundle_dir  # noqa: F401  (fixture)
-except ImportError:
-    tiny_bundle_dir = None
-
 
 @pytest.mark.parametrize("scenario", scenarios.SCENARIOS, ids=lambda scenario: scenario.__name__)
 def test_slicer_scenario(scenario, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     if scenario is scenarios.scenarioPredict and scenarios.predictionLibraryAvailable():
         from LNMStagingLib.bundle import list_bundles
 
-        if not list_bundles() and tiny_bundle_dir is not None:  # no bundled model: the tiny test bundle stands in
+        if not list_bundles():  # no bundled model: the tiny test bundle (conftest) stands in
             monkeypatch.setenv("LNMSTAGING_MODEL_PATH", str(request.getfixturevalue("tiny_bundle_dir")))
     context = scenarios.makeHeadlessScene()
     try:
