@@ -62,15 +62,20 @@ def _preset_landmarks(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_case_arguments(parser: argparse.ArgumentParser) -> None:
+    """IMAGE SEGMENTATION [--split-islands]: how every per-case command names its input."""
+    parser.add_argument("image", type=Path, help="image: NRRD, NIfTI, MHA or a DICOM series folder")
+    parser.add_argument("segmentation", type=Path, help="labelmap (one node per label) or Slicer .seg.nrrd")
+    parser.add_argument("--split-islands", action="store_true", help="each connected component is its own node")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     measure = subparsers.add_parser(
         "measure", help="measure every node of a segmentation (sizes and border features, mm)",
         description="One CSV row per node: short/long axis on the largest axial cross-section, ratio, convexity, "
         "compactness, volume, number of slices and centroid (LPS mm).",
     )
-    measure.add_argument("image", type=Path, help="image: NRRD, NIfTI, MHA or a DICOM series folder")
-    measure.add_argument("segmentation", type=Path, help="labelmap (one node per label) or Slicer .seg.nrrd")
-    measure.add_argument("--split-islands", action="store_true", help="each connected component is its own node")
+    add_case_arguments(measure)
     measure.add_argument("--preset", help="measure on a preset's grid (mri-t2, ct, lidc-png or a preset .json)")
     measure.add_argument("--out", type=Path, required=True, help="output CSV (written atomically)")
     measure.set_defaults(handler=_measure)

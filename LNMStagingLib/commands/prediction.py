@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..cohort import ClinicalData, parse_t_stage
 from ..errors import InputError
+from .foundation import add_case_arguments
 
 _MISSING_WORDS = {"", "na", "n/a", "nan", "none", "unknown", "missing", "?"}
 
@@ -94,15 +95,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Predict one segmented case. Writes DIR/report.json, DIR/gradcam.nrrd (on the image grid), "
         "DIR/traversal/ and DIR/report.html. Research use only, not a medical device.",
     )
-    predict.add_argument("image", type=Path, help="image: NRRD, NIfTI, MHA or a DICOM series folder")
-    predict.add_argument("segmentation", type=Path, help="labelmap (one node per label) or Slicer .seg.nrrd")
+    add_case_arguments(predict)
     predict.add_argument("--age", help="age in years (absent = declared missing)")
     predict.add_argument("--sex", help="F or M (absent = declared missing)")
     predict.add_argument("--t-stage", help="primary tumour T stage, T1..T4 (absent = declared missing)")
     predict.add_argument("--model", help="model bundle folder or installed bundle name (default: the default bundle)")
     predict.add_argument("--preset", help="the preprocessing preset the image is meant for; refused when the bundle "
                          "expects another one")
-    predict.add_argument("--split-islands", action="store_true", help="each connected component is its own node")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
     predict.add_argument("--out", type=Path, required=True, help="output folder (replaced as a whole, atomically)")
     predict.set_defaults(handler=_predict)

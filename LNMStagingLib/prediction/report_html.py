@@ -112,7 +112,8 @@ preset {_e(model.preset)}, {model.n_members} ensemble members, threshold {model.
 
 
 def render_html(result: PredictionResult) -> str:
-    disclaimer = f'<p class="disclaimer"><b>Research use only.</b> {_e(DISCLAIMER)}</p>'
+    lead, _, rest = DISCLAIMER.partition(". ")
+    disclaimer = f'<p class="disclaimer"><b>{_e(lead)}.</b> {_e(rest)}</p>'
     source = result.input_info
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>LNMStaging report</title><style>{_STYLE}</style></head>

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -48,22 +47,31 @@ def latent_directions(vae: VAE, dataset: NoduleDataset) -> dict[str, list[float]
     return {"growth": direction(size), "border_irregularity": direction(irregular)}
 
 
+def _render(value, key: str = "") -> str:
+    """Pairs: ``*_mean_sd`` keys as mean ± SD, other pairs (``*_ci95``) as [low, high]."""
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+        return f"{value[0]:.3f} ± {value[1]:.3f}" if key.endswith("mean_sd") else f"[{value[0]:.3f}, {value[1]:.3f}]"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_render(v, k)}" for k, v in value.items())
+    return str(value)
+
+
 def card_markdown(card: dict) -> str:
+    """A readable Markdown model card from the card dict."""
     lines = [f"# Model card: {card['name']} {card['version']}", "", card.get("summary", ""), ""]
     for section in ("intended_use", "data", "training", "evaluation", "limits"):
         value = card.get(section)
         if value is None:
             continue
-        lines.append(f"## {section.replace('_', ' ').capitalize()}")
-        lines.append("")
+        lines += [f"## {section.replace('_', ' ').capitalize()}", ""]
         if isinstance(value, str):
             lines.append(value)
         elif isinstance(value, list):
             lines.extend(f"- {v}" for v in value)
         else:
-            lines.append("```json")
-            lines.append(json.dumps(value, indent=2, default=float))
-            lines.append("```")
+            lines.extend(f"- **{k.replace('_', ' ')}**: {_render(v, k)}" for k, v in value.items())
         lines.append("")
     return "\n".join(lines)
 

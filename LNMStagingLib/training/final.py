@@ -42,7 +42,7 @@ def _card(dataset, summary: dict | None, n_folds_found: int, primary: FittedMode
         },
         "training": {
             "member_0": "trained on all patients; MIL hyperparameters, epochs and threshold chosen on inner folds",
-            "members_1_5": f"{n_folds_found} outer-fold models of the nested benchmark (each trained on 4/5 of the "
+            "fold_members": f"{n_folds_found} outer-fold models of the nested benchmark (each trained on 4/5 of the "
                            "patients), used as an ensemble for uncertainty",
             "selection": {k: v for k, v in primary.selection.items() if k != "grid"},
         },
@@ -65,6 +65,8 @@ def _card(dataset, summary: dict | None, n_folds_found: int, primary: FittedMode
             "patient_balanced_accuracy_mean_sd": summary["patient"]["balanced_accuracy"],
             "patient_ece_mean_sd": summary["patient"]["ece"],
             "test_ssim_mean_sd": summary.get("ssim_test"),
+            "test_psnr_db": summary.get("psnr_test"), "test_mse": summary.get("mse_test"),
+            "test_mae": summary.get("mae_test"),
             "lpips": "not measured: needs pretrained backbone weights that cannot be downloaded here",
         }
     else:
