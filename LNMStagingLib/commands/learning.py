@@ -37,6 +37,13 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--lidc-final", action="store_true",
+                   help="build the shipped LIDC bundle: member 0 on all data (resumable, in --work-dir) + the "
+                        "VAE-MLP fold models and nested-CV figures of a benchmark run (--benchmark-dir)")
+    p.add_argument("--benchmark-dir", type=Path, help="with --lidc-final: the `benchmark lidc` run folder")
+    p.add_argument("--work-dir", type=Path, help="with --lidc-final: checkpoints of member 0 (default <out>.work)")
+    p.add_argument("--wait-minutes", type=float, default=0.0,
+                   help="with --lidc-final: wait this long for the benchmark's VAE folds to finish")
     p.set_defaults(handler=_train)
 
     p = subparsers.add_parser("models", help="list the installed model bundles")
@@ -168,6 +175,16 @@ def _train(args) -> int:
     torch.set_num_threads(args.threads)
     device = args.device or default_device()
     progress = not args.no_progress
+    if args.lidc_final:
+        from ..training.final import train_final_bundle
+
+        if not args.data:
+            raise InputError(None, "--lidc-final needs --data (the LIDC folder)")
+        work = args.work_dir or args.out.parent / (args.out.name + ".work")
+        train_final_bundle(args.data, args.out, work, args.benchmark_dir, wait_seconds=args.wait_minutes * 60,
+                           name=args.name or args.out.name, version=args.version, progress=progress,
+                           quick=args.quick)
+        return 0
     config = _pipeline_config(args)
     seed_everything(args.seed)
     if args.data:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -97,6 +98,7 @@ def run_fold(dataset: NoduleDataset, method: str, config: PipelineConfig, train,
         "nodule": binary_metrics(pred["nodule_label"], pred["nodule_prob"], fitted.threshold),
         "predictions": {k: np.asarray(v).tolist() for k, v in pred.items()},
         "wall_seconds": time.time() - t0 + _resumed_seconds(fitted.history),
+        "torch_threads": torch.get_num_threads(),
     }
     if encoder is None and fitted.encoder is not None and hasattr(fitted.encoder, "decode"):
         idx = dataset.subset_patients(test)
@@ -114,7 +116,9 @@ def _resumed_seconds(history: dict) -> float:
 
 def summarise(results: list[dict], n_boot: int = 1000) -> dict:
     """Mean +/- SD over folds, pooled bootstrap 95% intervals (patients resampled), SSIM."""
-    out: dict = {"folds": len(results), "wall_seconds": float(sum(r["wall_seconds"] for r in results))}
+    out: dict = {"folds": len(results), "wall_seconds": float(sum(r["wall_seconds"] for r in results)),
+                 "notes": [f"fold {i + 1} of 5: {r['wall_seconds_note']}" for i, r in enumerate(results) if r.get("wall_seconds_note")],
+                 "torch_threads": sorted({r.get("torch_threads", 0) for r in results})}
     for level in ("patient", "nodule"):
         out[level] = summarise_folds([r[level] for r in results])
         y = np.concatenate([r["predictions"][f"{level}_label"] for r in results])
@@ -191,8 +195,9 @@ def write_table(out_dir: Path, summaries: dict[str, dict], command: str, started
         "",
         f"- Command: `{command}`",
         f"- Started: {started}; table written: {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}",
-        f"- Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"{'CUDA' if torch.cuda.is_available() else 'CPU only'}; torch {torch.__version__}",
+        f"- Machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"{'CUDA' if torch.cuda.is_available() else 'CPU only'}; torch {torch.__version__}; torch threads per fold run: "
+        f"{', '.join(str(t) for t in sorted({t for s in summaries.values() for t in s.get('torch_threads', [])}))}",
         f"- Data: {len(dataset)} slices, {len(np.unique(dataset.nodule_id))} nodules, {len(labels)} patients "
         f"({sum(labels.values())} positive). Labels are radiologist malignancy ratings (not pathology).",
         "- Every row uses the same outer folds. Inner folds (training patients only) choose the encoder's epoch "
@@ -217,6 +222,9 @@ def write_table(out_dir: Path, summaries: dict[str, dict], command: str, started
             f"{_fmt(p['specificity'])} | {_fmt(p['accuracy'])} | {_fmt(p['f1'])} | {_fmt(p['balanced_accuracy'])} | "
             f"{_fmt(p['ece'])} | {ssim} | {s['wall_seconds'] / 60:.1f} min |"
         )
+    notes = [f"- {METHOD_LABELS.get(m, m)}, {n}" for m, s in summaries.items() for n in s.get("notes", [])]
+    if notes:
+        lines += ["", "Wall-time notes:", "", *notes]
     recon = [(m, s) for m, s in summaries.items() if "ssim_test" in s]
     if recon:
         lines += ["", "Reconstruction of held-out (outer test) patches, mean over folds:", "",

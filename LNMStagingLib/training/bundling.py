@@ -50,7 +50,7 @@ def latent_directions(vae: VAE, dataset: NoduleDataset) -> dict[str, list[float]
 def _render(value, key: str = "") -> str:
     """Pairs: ``*_mean_sd`` keys as mean ± SD, other pairs (``*_ci95``) as [low, high]."""
     if isinstance(value, float):
-        return f"{value:.3f}"
+        return f"{value:.3f}" if abs(value) >= 0.01 or value == 0 else f"{value:.2e}"
     if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
         return f"{value[0]:.3f} ± {value[1]:.3f}" if key.endswith("mean_sd") else f"[{value[0]:.3f}, {value[1]:.3f}]"
     if isinstance(value, dict):

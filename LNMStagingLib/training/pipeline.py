@@ -377,7 +377,7 @@ def fit_encoder(dataset: NoduleDataset, enc_train: np.ndarray, enc_val: np.ndarr
     labels_tr = _weak_slice_labels(dataset, tr)
     for r in range(config.em_rounds):
         latent = encode_images(model, xtr)
-        head = _fit_patch_head(latent, feats_tr, labels_tr, mil_config, config.seed + r)
+        head = _fit_patch_head(latent, feats_tr, labels_tr, mil_config, config.seed + r).to(device)
         em_train = replace(config.vae_train, epochs=config.em_epochs, min_epochs=config.em_epochs,
                            lr=config.vae_train.lr * 0.5, seed=config.vae_train.seed + 17 + r)
         loss_fn = patch_bce_loss(head.patch_logits, feats_tr, torch.as_tensor(labels_tr), config.em_weight)
@@ -470,7 +470,7 @@ def fit(dataset: NoduleDataset, train_patients, config: PipelineConfig, workdir:
             model, hist = train_mil(MILData.concat(parts), data.subset(va_rows), mil_config,
                                     replace(train_config, seed=config.seed + fi), device)
             val_data = data.subset(va_rows)
-            out = predict_mil(model, val_data)
+            out = predict_mil(model, val_data, device)
             oof[va_rows] = out["final"]
             ny, npred = _node_predictions(out["patch_prob"], val_data)
             node_y.extend(ny)
