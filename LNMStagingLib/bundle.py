@@ -142,6 +142,15 @@ def resolve_bundle(path_or_name: str | Path | None) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ integrity
+TRAINING_PATIENTS_KEY = "training_patient_sha256_16"
+
+
+def patient_fingerprints(patient_ids) -> list[str]:
+    """Truncated SHA-256 of each training patient id: enough to tell whether an evaluation set overlaps the
+    training data, without shipping the ids themselves."""
+    return sorted(hashlib.sha256(str(pid).encode("utf-8")).hexdigest()[:16] for pid in patient_ids)
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -540,6 +549,14 @@ class ModelBundle:
                 node_ids.append(patch.node_id)
             node_index[slot] = node_ids.index(patch.node_id)
         return Bag(x, feats, valid.astype(bool), node_index, clinical, None, "", node_ids)
+
+    def patients_seen_in_training(self, patient_ids) -> int | None:
+        """How many of ``patient_ids`` trained this bundle (None: the bundle does not record it)."""
+        recorded = self.config.training.get(TRAINING_PATIENTS_KEY)
+        if not isinstance(recorded, list):
+            return None
+        known = set(recorded)
+        return sum(fingerprint in known for fingerprint in patient_fingerprints(patient_ids))
 
     def member_module(self, member: int = 0):
         """The ``torch.nn.Module`` of one member (``forward(patches, normalised_features) -> (N, 1)``

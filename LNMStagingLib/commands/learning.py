@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..atomic import write_text_atomic
 from ..errors import BundleError, InputError
 
 
@@ -109,9 +110,12 @@ def _evaluate(args) -> int:
     if not args.data.is_dir():
         raise InputError(args.data, "data folder not found")
     result = evaluate_bundle(bundle, args.data, n_boot=args.bootstrap, plots_dir=args.plots)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=float) + "\n", encoding="utf-8")
+    write_text_atomic(args.out, json.dumps(result, indent=2, default=float) + "\n")
     n, p = result["nodule"], result["patient"]
+    seen = result["data"]["patients_seen_in_training"]
+    if seen:
+        print(f"lnmstaging: warning: {seen} of {result['data']['patients']} patients in {args.data} were used to "
+              f"train {bundle.name}: these figures are in-sample, not a test result", file=sys.stderr)
     print(f"{bundle.name}: nodule AUC {n['auc']:.3f}, patient AUC {p['auc']:.3f} "
           f"(sens {p['sensitivity']:.3f}, spec {p['specificity']:.3f}) -> {args.out}")
     return 0

@@ -95,6 +95,8 @@ def evaluate_bundle(bundle: ModelBundle, data_dir: str | Path, n_boot: int = 100
                        "threshold": bundle.threshold, "node_threshold": bundle.config.node_threshold}
     result["data"] = {"path": str(data_dir), "slices": len(dataset), "nodules": int(len(pred["nodule_id"])),
                       "patients": int(len(pred["patient_id"])),
+                      # > 0: these figures are (partly) in-sample, not a test result
+                      "patients_seen_in_training": bundle.patients_seen_in_training(pred["patient_id"]),
                       "spacing": "nodules.csv diameters" if diameters else f"bundle fov_mm {bundle.config.fov_mm}"}
     result["seconds"] = time.time() - t0
     return result

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..bundle import BundleConfig, MemberSpec, write_bundle
+from ..bundle import TRAINING_PATIENTS_KEY, BundleConfig, MemberSpec, patient_fingerprints, write_bundle
 from ..data.lidc import NoduleDataset
 from ..models.member import MEMBER_GRADCAM_LAYER, ModelMember
 from ..models.vae import VAE
@@ -118,6 +118,8 @@ def build_bundle(out_dir: Path, name: str, version: str, primary: FittedModel, f
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "lnmstaging_version": __version__,
             "clinical_inputs_absent": clinical_absent_reason,
+            # every member trained on a subset of these patients: lets `evaluate` flag in-sample data
+            TRAINING_PATIENTS_KEY: patient_fingerprints(dataset.patients),
             **(training or {}),
         },
     )

@@ -8,6 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -57,6 +58,27 @@ def test_evaluate_writes_the_metrics_contract(tiny, synthetic_data, tmp_path):
         assert 0.0 <= metrics[level]["auc"] <= 1.0
     assert metrics["model"]["name"] == "tiny-synthetic" and metrics["model"]["members"] == 2
     assert metrics["patient"]["n"] == metrics["data"]["patients"]
+
+
+def test_evaluate_flags_patients_the_bundle_trained_on(tiny, synthetic_data, tmp_path, capsys):
+    # the tiny bundle trained on synthetic patients synth000..synth029; this data set reuses those ids for 30
+    # of its 40 patients, so 30 are flagged (ids, not images, are what the bundle records)
+    out = tmp_path / "metrics.json"
+    assert main(["evaluate", "--model", str(tiny), "--data", str(synthetic_data), "--out", str(out),
+                 "--bootstrap", "20"]) == 0
+    data = json.loads(out.read_text())["data"]
+    assert data["patients"] == 40 and data["patients_seen_in_training"] == 30
+    assert "30 of 40 patients" in capsys.readouterr().err
+
+    unseen = write_synthetic_dataset(tmp_path / "unseen", n_patients=40, seed=11)
+    npz = dict(np.load(unseen / "nodules.npz"))
+    npz["patient_id"] = np.char.replace(npz["patient_id"], "synth", "other")
+    np.savez_compressed(unseen / "nodules.npz", **npz)
+    out_unseen = tmp_path / "unseen.json"
+    assert main(["evaluate", "--model", str(tiny), "--data", str(unseen), "--out", str(out_unseen),
+                 "--bootstrap", "20"]) == 0
+    assert json.loads(out_unseen.read_text())["data"]["patients_seen_in_training"] == 0
+    assert "in-sample" not in capsys.readouterr().err
 
 
 def test_evaluate_uses_the_default_bundle(tiny, synthetic_data, tmp_path, monkeypatch):
