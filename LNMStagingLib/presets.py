@@ -99,7 +99,9 @@ def _torchio_step(step: dict[str, Any]):
     if kind == "histogram_standardization":
         landmarks = step.get("landmarks")
         if landmarks is None:
-            raise InputError("preset", "histogram standardisation has no landmarks: train them first (lnmstaging landmarks)")
+            raise InputError("preset", "histogram standardisation has no landmarks: learn them from training images "
+                                      "with `lnmstaging preset --manifest CSV --out preset.json` and pass that file "
+                                      "as the preset")
         return tio.HistogramStandardization({"default_image_name": np.asarray(landmarks, dtype=float)})
     if kind == "z_normalization":
         return tio.ZNormalization()

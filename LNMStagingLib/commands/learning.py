@@ -52,29 +52,46 @@ def register(subparsers) -> None:
     p.add_argument("--verify", action="store_true", help="also check every bundle's files against its manifest")
     p.set_defaults(handler=_models)
 
-    p = subparsers.add_parser("evaluate", help="evaluate a bundle (unchanged) on LIDC-layout data")
+    p = subparsers.add_parser("evaluate", help="evaluate a bundle (unchanged) on LIDC-layout data or a labelled cohort")
     p.add_argument("--model", default=None, help="bundle folder or name (default: the default bundle)")
-    p.add_argument("--data", type=Path, required=True, help="folder with nodules.npz (+ nodules.csv)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="folder with nodules.npz (+ nodules.csv): node and patient metrics")
+    source.add_argument("--manifest", type=Path,
+                        help="cohort manifest CSV with n_stage: every patient predicted as `predict` does, "
+                             "patient metrics")
     p.add_argument("--out", type=Path, required=True, help="metrics.json to write")
+    p.add_argument("--predictions", type=Path, default=None,
+                   help="with --manifest: also write one CSV row per patient (label, probability, SD, decision)")
     p.add_argument("--plots", type=Path, default=None, help="folder for ROC and reliability plots")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_evaluate)
 
     p = subparsers.add_parser("benchmark", help="nested cross-validation benchmark")
     sub = p.add_subparsers(dest="benchmark_name", metavar="DATASET")
     b = sub.add_parser("lidc", help="size-only, CNN + MIL, VAE-MLP, DirVAE-MLP on the same nested folds")
     b.add_argument("--data", type=Path, required=True, help="LIDC folder (nodules.npz + nodules.csv)")
-    b.add_argument("--out", type=Path, required=True, help="run folder (results per fold; reruns resume)")
-    b.add_argument("--methods", default="size,vae,cnn,dirvae,vae_max,vae_mlp_only",
-                   help="comma-separated: size, cnn, vae, dirvae, vae_max, vae_mlp_only (ablations)")
-    b.add_argument("--folds", type=int, default=5)
-    b.add_argument("--quick", action="store_true", help="tiny settings (minutes; for trying the command)")
-    b.add_argument("--max-patients", type=int, default=None, help="random subset of patients (quick tries)")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--threads", type=int, default=2)
-    b.add_argument("--no-progress", action="store_true")
-    b.set_defaults(handler=_benchmark)
+    _benchmark_arguments(b, "size,vae,cnn,dirvae,vae_max,vae_mlp_only")
+    b = sub.add_parser("cohort", help="the same rows on your own cohort manifest (patient labels from the N stage)")
+    b.add_argument("--manifest", type=Path, required=True, help="cohort manifest CSV (patient_id, image, "
+                   "segmentation, age, sex, t_stage, n_stage)")
+    b.add_argument("--preset", default="mri-t2", help="preprocessing preset (default mri-t2)")
+    b.add_argument("--fov-mm", type=float, default=None, help="patch field of view in mm")
+    _benchmark_arguments(b, "size,vae,cnn,dirvae,vae_max,vae_mlp_only,vae_no_clinical")
     p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
+
+
+def _benchmark_arguments(parser, methods: str) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="run folder (results per fold; reruns resume)")
+    parser.add_argument("--methods", default=methods,
+                        help=f"comma-separated, from: {methods} (vae_* are ablations reusing the vae row's encoders)")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="tiny settings (minutes; for trying the command)")
+    parser.add_argument("--max-patients", type=int, default=None, help="random subset of patients (quick tries)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(handler=_benchmark)
 
 
 def _command_line() -> str:
@@ -103,22 +120,46 @@ def _evaluate(args) -> int:
     import torch
 
     from ..bundle import load_bundle
-    from ..evaluation.evaluate import evaluate_bundle
+    from ..evaluation.evaluate import evaluate_bundle, evaluate_bundle_on_cohort
 
     torch.set_num_threads(2)
+    if args.predictions and not args.manifest:
+        raise InputError(None, "--predictions goes with --manifest")
     bundle = load_bundle(args.model)
-    if not args.data.is_dir():
-        raise InputError(args.data, "data folder not found")
-    result = evaluate_bundle(bundle, args.data, n_boot=args.bootstrap, plots_dir=args.plots)
+    source = args.data or args.manifest
+    if args.data:
+        if not args.data.is_dir():
+            raise InputError(args.data, "data folder not found")
+        result = evaluate_bundle(bundle, args.data, n_boot=args.bootstrap, plots_dir=args.plots)
+    else:
+        result, rows = evaluate_bundle_on_cohort(bundle, args.manifest, n_boot=args.bootstrap, plots_dir=args.plots,
+                                                 progress=not args.no_progress)
+        if args.predictions:
+            write_text_atomic(args.predictions, _predictions_csv(rows))
     write_text_atomic(args.out, json.dumps(result, indent=2, default=float) + "\n")
     n, p = result["nodule"], result["patient"]
     seen = result["data"]["patients_seen_in_training"]
     if seen:
-        print(f"lnmstaging: warning: {seen} of {result['data']['patients']} patients in {args.data} were used to "
+        print(f"lnmstaging: warning: {seen} of {result['data']['patients']} patients in {source} were used to "
               f"train {bundle.name}: these figures are in-sample, not a test result", file=sys.stderr)
-    print(f"{bundle.name}: nodule AUC {n['auc']:.3f}, patient AUC {p['auc']:.3f} "
+    nodule = f"nodule AUC {n['auc']:.3f}, " if n else ""
+    print(f"{bundle.name}: {nodule}patient AUC {p['auc']:.3f} "
           f"(sens {p['sensitivity']:.3f}, spec {p['specificity']:.3f}) -> {args.out}")
     return 0
+
+
+def _predictions_csv(rows) -> str:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["patient_id", "n_stage_label", "probability", "std", "positive", "uncertain", "n_nodes",
+                     "max_node_probability"])
+    for r in rows:
+        writer.writerow([r.patient_id, r.label, f"{r.probability:.6f}", f"{r.std:.6f}", int(r.positive),
+                         int(r.uncertain), r.n_nodes, f"{max(r.node_probabilities, default=0.0):.6f}"])
+    return buffer.getvalue()
 
 
 def _benchmark(args) -> int:
@@ -126,16 +167,27 @@ def _benchmark(args) -> int:
 
     from ..evaluation.benchmark import METHOD_LABELS, run_benchmark
 
-    if args.benchmark_name != "lidc":
-        raise InputError(None, "choose a benchmark: lnmstaging benchmark lidc --data DIR --out DIR")
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     unknown = [m for m in methods if m not in METHOD_LABELS]
     if unknown:
         raise InputError(None, f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHOD_LABELS)}")
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    path = run_benchmark(args.data, args.out, methods=methods, n_folds=args.folds, seed=args.seed, quick=args.quick,
-                         progress=not args.no_progress, command=_command_line(), max_patients=args.max_patients)
+    data, labelling = getattr(args, "data", None), {}
+    if args.benchmark_name == "cohort":
+        from ..data.cohort_data import has_clinical_data, load_cohort
+
+        data = load_cohort(args.manifest, preset=args.preset, fov_mm=args.fov_mm, progress=not args.no_progress)
+        if "vae_no_clinical" in methods and not has_clinical_data(data):
+            print("lnmstaging: the cohort has no clinical data: the 'without clinical data' row would repeat the "
+                  "vae row and is left out", file=sys.stderr)
+            methods = tuple(m for m in methods if m != "vae_no_clinical")
+        labelling = {"title": f"Cohort benchmark ({args.manifest.name}, preset {args.preset})",
+                     "label_note": "Labels: the patients' N stage (N0 negative, N1/N2 positive); node labels are "
+                                   "unknown, so there are no node-level metrics."}
+    path = run_benchmark(data, args.out, methods=methods, n_folds=args.folds, seed=args.seed, quick=args.quick,
+                         progress=not args.no_progress, command=_command_line(), max_patients=args.max_patients,
+                         **labelling)
     print(path.read_text(encoding="utf-8"))
     print(f"benchmark finished in {(time.time() - t0) / 60:.1f} min: {path}")
     return 0

@@ -26,6 +26,11 @@ def clinical_values(clinical) -> dict:
     return {"age": getattr(clinical, "age", None), "sex": sex, "t_stage": float(t[1]) if t else None}
 
 
+def has_clinical_data(dataset: NoduleDataset) -> bool:
+    """Whether any patient of ``dataset`` has any clinical value."""
+    return any(value is not None for values in (dataset.clinical or {}).values() for value in values.values())
+
+
 def patch_features(prepared, patches, feature_names=DEFAULT_FEATURES) -> np.ndarray:
     """Raw features (P, F) of patches: ``measure_cross_section`` of the patch's node on the patch's slice,
     on the prepared grid (spacing in mm). Use the same function at prediction time."""

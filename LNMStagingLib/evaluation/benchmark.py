@@ -1,5 +1,9 @@
-"""`lnmstaging benchmark lidc`: size-only, CNN + MIL head, VAE-MLP (Gaussian) and DirVAE-MLP on the same
-patient-grouped, stratified, nested 5-fold cross-validation, with resume.
+"""`lnmstaging benchmark lidc` and `lnmstaging benchmark cohort`: size-only, CNN + MIL head, VAE-MLP
+(Gaussian) and DirVAE-MLP on the same patient-grouped, stratified, nested 5-fold cross-validation, with resume.
+
+``lidc`` reads a folder in the layout of ``../shared/data/lidc-nodules`` (node and patient labels); ``cohort``
+a user's cohort manifest (patient labels from the N stage only, so node-level metrics are not available, and
+clinical data, so the "without clinical data" ablation is a real row).
 
 Each (method, fold) writes ``<out>/<method>/fold_<k>/result.json`` (+ the fitted model); a rerun skips what
 is done. The outer test fold is used once, for the reported predictions; everything that is chosen
@@ -31,10 +35,14 @@ METHOD_LABELS = {
     "dirvae": "DirVAE-MLP (Dirichlet, EM fine-tuning)",
     "vae_max": "VAE-MLP, max node probability only (ablation)",
     "vae_mlp_only": "VAE-MLP, patient MLP only (ablation)",
+    "vae_no_clinical": "VAE-MLP without clinical data (ablation)",
 }
 # ablations reuse the encoder of another row's fold (only the MIL head is refitted)
-ENCODER_FROM = {"vae_max": "vae", "vae_mlp_only": "vae"}
+ENCODER_FROM = {"vae_max": "vae", "vae_mlp_only": "vae", "vae_no_clinical": "vae"}
 DEFAULT_ORDER = ("size", "vae", "cnn", "dirvae", "vae_max", "vae_mlp_only")
+COHORT_ORDER = (*DEFAULT_ORDER, "vae_no_clinical")
+LIDC_TITLE = "LIDC-IDRI benchmark"
+LIDC_LABELS = "Labels are radiologist malignancy ratings (not pathology)."
 
 
 def benchmark_configs(quick: bool = False) -> dict[str, PipelineConfig]:
@@ -64,6 +72,7 @@ def benchmark_configs(quick: bool = False) -> dict[str, PipelineConfig]:
                                                    "mil_grid": [{}]}),
         "vae_mlp_only": PipelineConfig(method="vae", **{**common, "mil": {**common["mil"], "mode": "mlp"},
                                                         "mil_grid": [{}]}),
+        "vae_no_clinical": PipelineConfig(method="vae", **{**common, "mil": {**common["mil"], "use_clinical": False}}),
     }
 
 
@@ -87,6 +96,7 @@ def run_fold(dataset: NoduleDataset, method: str, config: PipelineConfig, train,
         fitted = fit(dataset, train, config, workdir=fold_dir, progress=progress, log=log, encoder=encoder)
         fitted.save(model_dir, config)
     pred = fitted.predict(dataset, test)
+    node_known = np.asarray(pred["nodule_label"]) >= 0  # cohorts: node labels unknown (-1)
     result = {
         "method": method,
         "train_patients": sorted(map(str, train)),
@@ -95,7 +105,8 @@ def run_fold(dataset: NoduleDataset, method: str, config: PipelineConfig, train,
         "selection": fitted.selection,
         "encoder": fitted.history,
         "patient": binary_metrics(pred["patient_label"], pred["patient_prob"], fitted.threshold),
-        "nodule": binary_metrics(pred["nodule_label"], pred["nodule_prob"], fitted.threshold),
+        "nodule": binary_metrics(pred["nodule_label"][node_known], pred["nodule_prob"][node_known],
+                                 fitted.threshold) if node_known.any() else None,
         "predictions": {k: np.asarray(v).tolist() for k, v in pred.items()},
         "wall_seconds": time.time() - t0 + _resumed_seconds(fitted.history),
         "torch_threads": torch.get_num_threads(),
@@ -120,6 +131,9 @@ def summarise(results: list[dict], n_boot: int = 1000) -> dict:
                  "notes": [f"fold {i + 1} of 5: {r['wall_seconds_note']}" for i, r in enumerate(results) if r.get("wall_seconds_note")],
                  "torch_threads": sorted({r.get("torch_threads", 0) for r in results})}
     for level in ("patient", "nodule"):
+        if any(r[level] is None for r in results):  # no node labels (cohorts)
+            out[level] = None
+            continue
         out[level] = summarise_folds([r[level] for r in results])
         y = np.concatenate([r["predictions"][f"{level}_label"] for r in results])
         p = np.concatenate([r["predictions"][f"{level}_prob"] for r in results])
@@ -127,6 +141,8 @@ def summarise(results: list[dict], n_boot: int = 1000) -> dict:
         decided = np.concatenate([np.asarray(r["predictions"][f"{level}_prob"]) >= r["threshold"] for r in results])
         groups = np.concatenate([r["predictions"]["patient_id" if level == "patient" else "nodule_patient"]
                                  for r in results])
+        known = y >= 0
+        y, p, decided, groups = y[known], p[known], decided[known], groups[known]
         out[f"{level}_pooled"] = _pooled_metrics(y, p, decided)
         out[f"{level}_ci95"] = _bootstrap_decided(y, p, decided, groups, n_boot=n_boot)
     ssims = [r["reconstruction_test"]["ssim"] for r in results if "reconstruction_test" in r]
@@ -188,10 +204,10 @@ def _ci(pair) -> str:
 
 
 def write_table(out_dir: Path, summaries: dict[str, dict], command: str, started: str, n_folds: int,
-                dataset: NoduleDataset) -> Path:
+                dataset: NoduleDataset, title: str = LIDC_TITLE, label_note: str = LIDC_LABELS) -> Path:
     labels = dataset.patient_labels()
     lines = [
-        "# LIDC-IDRI benchmark (nested, patient-grouped, stratified 5-fold cross-validation)",
+        f"# {title} (nested, patient-grouped, stratified {n_folds}-fold cross-validation)",
         "",
         f"- Command: `{command}`",
         f"- Started: {started}; table written: {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}",
@@ -199,12 +215,12 @@ def write_table(out_dir: Path, summaries: dict[str, dict], command: str, started
         f"{'CUDA' if torch.cuda.is_available() else 'CPU only'}; torch {torch.__version__}; torch threads per fold run: "
         f"{', '.join(str(t) for t in sorted({t for s in summaries.values() for t in s.get('torch_threads', [])}))}",
         f"- Data: {len(dataset)} slices, {len(np.unique(dataset.nodule_id))} nodules, {len(labels)} patients "
-        f"({sum(labels.values())} positive). Labels are radiologist malignancy ratings (not pathology).",
+        f"({sum(labels.values())} positive). {label_note}",
         "- Every row uses the same outer folds. Inner folds (training patients only) choose the encoder's epoch "
         "(hold-out), the MIL hyperparameters, the MIL epochs and the threshold; the outer test fold is used once.",
         "- AUC etc.: mean ± SD over folds; 95% CI: patient-level bootstrap of the pooled out-of-fold predictions "
         "(sensitivity/specificity at each fold's own inner-validation threshold).",
-        "- Wall time: sum over folds of fitting + testing, on a shared 2-core CPU (other jobs ran at the same time). "
+        "- Wall time: sum over folds of fitting + testing on the machine above. "
         "Ablation rows reuse the VAE row's fold encoders: their wall time is the MIL head only.",
         "- Settings: `LNMStagingLib/evaluation/benchmark.py::benchmark_configs` (fixed a priori, not tuned on test folds).",
         "",
@@ -216,8 +232,9 @@ def write_table(out_dir: Path, summaries: dict[str, dict], command: str, started
         p, n = s["patient"], s["nodule"]
         ssim = _fmt(s["ssim_test"]) if "ssim_test" in s else "n/a"
         folds = f"{s['folds']}/{n_folds}"
+        nodule = f"{_fmt(n['auc'])} | {_ci(s['nodule_ci95']['auc'])}" if n else "n/a (no node labels) | n/a"
         lines.append(
-            f"| {METHOD_LABELS.get(method, method)} | {folds} | {_fmt(n['auc'])} | {_ci(s['nodule_ci95']['auc'])} | "
+            f"| {METHOD_LABELS.get(method, method)} | {folds} | {nodule} | "
             f"{_fmt(p['auc'])} | {_ci(s['patient_ci95']['auc'])} | {_fmt(p['sensitivity'])} | "
             f"{_fmt(p['specificity'])} | {_fmt(p['accuracy'])} | {_fmt(p['f1'])} | {_fmt(p['balanced_accuracy'])} | "
             f"{_fmt(p['ece'])} | {ssim} | {s['wall_seconds'] / 60:.1f} min |"
@@ -248,22 +265,25 @@ def write_plots(out_dir: Path, results: dict[str, list[dict]]) -> None:
             if rs:
                 y = np.concatenate([r["predictions"][f"{level}_label"] for r in rs])
                 p = np.concatenate([r["predictions"][f"{level}_prob"] for r in rs])
-                curves[METHOD_LABELS.get(method, method).split(" (")[0]] = (y, p)
+                if (y >= 0).any():  # cohorts have no node labels
+                    curves[METHOD_LABELS.get(method, method).split(" (")[0]] = (y[y >= 0], p[y >= 0])
         if curves:
             plot_roc(curves, out_dir / f"roc_{level}.png", f"ROC, {level} level (out-of-fold)")
             plot_reliability(curves, out_dir / f"reliability_{level}.png", f"Reliability, {level} level")
 
 
-def run_benchmark(data_dir, out_dir, methods=DEFAULT_ORDER, n_folds: int = 5, seed: int = 0, quick: bool = False,
-                  progress: bool = True, command: str = "", log=print, max_patients: int | None = None,
-                  n_boot: int = 1000) -> Path:
+def run_benchmark(data: str | Path | NoduleDataset, out_dir, methods=DEFAULT_ORDER, n_folds: int = 5, seed: int = 0,
+                  quick: bool = False, progress: bool = True, command: str = "", log=print,
+                  max_patients: int | None = None, n_boot: int = 1000, title: str = LIDC_TITLE,
+                  label_note: str = LIDC_LABELS) -> Path:
+    """Run (or resume) the benchmark on ``data``: a folder in the LIDC layout or a prepared dataset (a cohort)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started_file = out_dir / "started.txt"
     if not started_file.is_file():
         started_file.write_text(_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), encoding="utf-8")
     started = started_file.read_text(encoding="utf-8").strip()
-    dataset = load_lidc(data_dir)
+    dataset = data if isinstance(data, NoduleDataset) else load_lidc(data)
     labels = dataset.patient_labels()
     patients = np.asarray(sorted(labels))
     if max_patients:
@@ -291,15 +311,16 @@ def run_benchmark(data_dir, out_dir, methods=DEFAULT_ORDER, n_folds: int = 5, se
             log(f"[{method}] fold {k + 1}/{len(folds)}: {len(train)} training, {len(test)} test patients")
             r = run_fold(dataset, method, configs[method], train, test, fold_dir, progress, log, encoder)
             results[method].append(r)
-            log(f"[{method}] fold {k + 1}: nodule AUC {r['nodule']['auc']:.3f}, patient AUC {r['patient']['auc']:.3f}"
+            nodule = f"nodule AUC {r['nodule']['auc']:.3f}, " if r["nodule"] else ""
+            log(f"[{method}] fold {k + 1}: {nodule}patient AUC {r['patient']['auc']:.3f}"
                 + (f", test SSIM {r['reconstruction_test']['ssim']:.3f}" if "reconstruction_test" in r else "")
                 + f" ({r['wall_seconds'] / 60:.1f} min)")
             every = _all_results(out_dir, len(folds))
             summaries = {m: summarise(rs, n_boot=min(n_boot, 200)) for m, rs in every.items() if rs}
-            write_table(out_dir, summaries, command, started, len(folds), dataset)
+            write_table(out_dir, summaries, command, started, len(folds), dataset, title, label_note)
     every = _all_results(out_dir, len(folds))
     summaries = {m: summarise(rs, n_boot=n_boot) for m, rs in every.items() if rs}
-    path = write_table(out_dir, summaries, command, started, len(folds), dataset)
+    path = write_table(out_dir, summaries, command, started, len(folds), dataset, title, label_note)
     write_plots(out_dir, {m: rs for m, rs in every.items() if m in ("size", "cnn", "vae", "dirvae")})
     return path
 

@@ -1,8 +1,10 @@
-"""`lnmstaging evaluate`: a bundle, unchanged, on a folder in the LIDC layout (nothing is refitted)."""
+"""`lnmstaging evaluate`: a bundle, unchanged, on a folder in the LIDC layout or on a labelled cohort manifest
+(nothing is refitted)."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import torch
 from ..bundle import ModelBundle
 from ..data.bags import bag_slots, gather_slots
 from ..data.lidc import NoduleDataset, read_nodule_arrays
+from ..errors import InputError
 from .metrics import binary_metrics, bootstrap_intervals, reliability_curve
 
 
@@ -63,6 +66,31 @@ def bundle_predictions(bundle: ModelBundle, dataset: NoduleDataset, batch_size: 
     }
 
 
+def _level_metrics(y, p, std, threshold: float, groups, n_boot: int) -> dict:
+    """Metrics of one level at the bundle's threshold, with bootstrap intervals (``groups`` resampled whole)."""
+    known = y >= 0
+    metrics = binary_metrics(y[known], p[known], threshold)
+    metrics["ci95"] = bootstrap_intervals(y[known], p[known], threshold, n_boot=n_boot, groups=groups[known])
+    metrics["reliability"] = reliability_curve(y[known], p[known])
+    metrics["mean_ensemble_sd"] = float(np.mean(std))
+    return metrics
+
+
+def _model_summary(bundle: ModelBundle) -> dict:
+    return {"name": bundle.name, "version": bundle.version, "path": str(bundle.path),
+            "manifest_sha256": bundle.manifest_sha256, "members": bundle.n_members,
+            "threshold": bundle.threshold, "node_threshold": bundle.config.node_threshold}
+
+
+def _write_plots(plots_dir: Path, curves: dict, name: str) -> None:
+    from .plots import plot_reliability, plot_roc
+
+    plots_dir = Path(plots_dir)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    plot_roc(curves, plots_dir / "roc.png", f"ROC: {name}")
+    plot_reliability(curves, plots_dir / "reliability.png", f"Reliability: {name}")
+
+
 def evaluate_bundle(bundle: ModelBundle, data_dir: str | Path, n_boot: int = 1000, plots_dir: Path | None = None) -> dict:
     """metrics.json content: ``{"nodule": {...}, "patient": {...}, "model": {...}, "data": {...}}``."""
     from ..data.lidc import build_dataset
@@ -72,27 +100,16 @@ def evaluate_bundle(bundle: ModelBundle, data_dir: str | Path, n_boot: int = 100
     dataset = build_dataset(arrays, diameters, patch_size=bundle.config.patch_size, fov_mm=bundle.config.fov_mm,
                             feature_names=tuple(bundle.config.feature_names))
     pred = bundle_predictions(bundle, dataset)
-    result: dict = {}
-    for level, threshold in (("nodule", bundle.config.node_threshold), ("patient", bundle.config.threshold)):
-        y, p = pred[f"{level}_label"], pred[f"{level}_prob"]
-        known = y >= 0
-        metrics = binary_metrics(y[known], p[known], threshold)
-        groups = pred["nodule_patient"][known] if level == "nodule" else pred["patient_id"][known]
-        metrics["ci95"] = bootstrap_intervals(y[known], p[known], threshold, n_boot=n_boot, groups=groups)
-        metrics["reliability"] = reliability_curve(y[known], p[known])
-        metrics["mean_ensemble_sd"] = float(np.mean(pred[f"{level}_std"]))
-        result[level] = metrics
+    result: dict = {
+        "nodule": _level_metrics(pred["nodule_label"], pred["nodule_prob"], pred["nodule_std"],
+                                 bundle.config.node_threshold, pred["nodule_patient"], n_boot),
+        "patient": _level_metrics(pred["patient_label"], pred["patient_prob"], pred["patient_std"],
+                                  bundle.threshold, pred["patient_id"], n_boot),
+    }
     if plots_dir is not None:
-        from .plots import plot_reliability, plot_roc
-
-        plots_dir = Path(plots_dir)
-        plots_dir.mkdir(parents=True, exist_ok=True)
-        curves = {lvl: (pred[f"{lvl}_label"], pred[f"{lvl}_prob"]) for lvl in ("nodule", "patient")}
-        plot_roc(curves, plots_dir / "roc.png", f"ROC: {bundle.name}")
-        plot_reliability(curves, plots_dir / "reliability.png", f"Reliability: {bundle.name}")
-    result["model"] = {"name": bundle.name, "version": bundle.version, "path": str(bundle.path),
-                       "manifest_sha256": bundle.manifest_sha256, "members": bundle.n_members,
-                       "threshold": bundle.threshold, "node_threshold": bundle.config.node_threshold}
+        _write_plots(plots_dir, {lvl: (pred[f"{lvl}_label"], pred[f"{lvl}_prob"]) for lvl in ("nodule", "patient")},
+                     bundle.name)
+    result["model"] = _model_summary(bundle)
     result["data"] = {"path": str(data_dir), "slices": len(dataset), "nodules": int(len(pred["nodule_id"])),
                       "patients": int(len(pred["patient_id"])),
                       # > 0: these figures are (partly) in-sample, not a test result
@@ -100,3 +117,64 @@ def evaluate_bundle(bundle: ModelBundle, data_dir: str | Path, n_boot: int = 100
                       "spacing": "nodules.csv diameters" if diameters else f"bundle fov_mm {bundle.config.fov_mm}"}
     result["seconds"] = time.time() - t0
     return result
+
+
+@dataclass
+class CohortPrediction:
+    """One patient of a cohort, predicted exactly as ``lnmstaging predict`` would."""
+
+    patient_id: str
+    label: int
+    probability: float
+    std: float
+    positive: bool
+    uncertain: bool
+    n_nodes: int
+    node_probabilities: list[float]
+
+
+def evaluate_bundle_on_cohort(bundle: ModelBundle, manifest: str | Path, n_boot: int = 1000,
+                              plots_dir: Path | None = None, progress: bool = True,
+                              ) -> tuple[dict, list[CohortPrediction]]:
+    """A bundle, unchanged, on a labelled cohort manifest: every patient with an N stage goes through
+    ``predict_case`` (the bundle's preset, patches and ensemble, as ``lnmstaging predict``). Labels are
+    patient-level only, so ``"nodule"`` is None. Returns (metrics.json content, per-patient predictions)."""
+    from tqdm.auto import tqdm
+
+    from ..case import load_case
+    from ..cohort import read_manifest
+    from ..prediction.pipeline import predict_case
+
+    t0 = time.time()
+    entries = read_manifest(manifest)
+    labelled = [e for e in entries if e.label is not None]
+    labels = {e.label for e in labelled}
+    if labels != {0, 1}:
+        raise InputError(manifest, "evaluation needs N0 and N1/N2 patients (the n_stage column)")
+    rows: list[CohortPrediction] = []
+    for entry in tqdm(labelled, desc="patients", unit="patient", disable=not progress):
+        case = load_case(entry.image, entry.segmentation)
+        result = predict_case(case, entry.clinical, bundle=bundle)
+        rows.append(CohortPrediction(
+            entry.patient_id, int(entry.label), result.patient.probability, result.patient.std,
+            result.patient.positive, result.patient.uncertain, len(result.nodes),
+            [node.probability for node in result.nodes]))
+    y = np.asarray([r.label for r in rows])
+    p = np.asarray([r.probability for r in rows])
+    ids = np.asarray([r.patient_id for r in rows])
+    metrics = _level_metrics(y, p, np.asarray([r.std for r in rows]), bundle.threshold, ids, n_boot)
+    metrics["uncertain_patients"] = int(sum(r.uncertain for r in rows))
+    if plots_dir is not None:
+        _write_plots(plots_dir, {"patient": (y, p)}, bundle.name)
+    result = {
+        "nodule": None,
+        "patient": metrics,
+        "model": _model_summary(bundle),
+        "data": {"manifest": str(manifest), "patients": len(rows), "nodes": int(sum(r.n_nodes for r in rows)),
+                 "patients_without_n_stage": len(entries) - len(labelled),
+                 "patients_seen_in_training": bundle.patients_seen_in_training(ids),
+                 "note": "patient labels from the N stage (N0 negative, N1/N2 positive); node labels are not "
+                         "in a cohort manifest, so there are no node-level metrics"},
+        "seconds": time.time() - t0,
+    }
+    return result, rows

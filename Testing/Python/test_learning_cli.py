@@ -197,28 +197,42 @@ def test_default_bundle_evaluates_1000_lidc_patches_in_seconds(tmp_path):
     assert metrics["data"]["slices"] <= 1000 and metrics["nodule"]["auc"] > 0.7
 
 
-def test_train_on_a_cohort_manifest_with_clinical_data(tmp_path):
-    """A user's cohort (phantom cases): clinical inputs with missing values reach the patient MLP."""
+@pytest.fixture(scope="module")
+def phantom_cohort(tmp_path_factory) -> Path:
+    """A user's cohort of 8 phantom cases: manifest with clinical data (some values missing) and N stages."""
     import csv
 
-    import numpy as np
-
-    from LNMStagingLib.bundle import load_bundle
     from LNMStagingLib.phantom import write_phantom
 
+    root = tmp_path_factory.mktemp("cohort")
     rows = []
     for i in range(8):
-        write_phantom(tmp_path / f"p{i}", extra_nodes=i % 3, seed=i)
+        write_phantom(root / f"p{i}", extra_nodes=i % 3, seed=i)
         rows.append({"patient_id": f"P{i}", "image": f"p{i}/image.nrrd", "segmentation": f"p{i}/segmentation.seg.nrrd",
                      "age": "" if i == 0 else str(50 + i), "sex": "F" if i % 2 else "M",
                      "t_stage": "" if i == 1 else f"T{1 + i % 4}", "n_stage": "N1" if i % 2 else "N0"})
-    with open(tmp_path / "cohort.csv", "w", newline="") as handle:
+    with open(root / "cohort.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    out = tmp_path / "model"
-    assert main(["train", "--manifest", str(tmp_path / "cohort.csv"), "--preset", "ct", "--fov-mm", "30", "--out",
+    return root / "cohort.csv"
+
+
+@pytest.fixture(scope="module")
+def cohort_bundle(phantom_cohort, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cohort_model") / "model"
+    assert main(["train", "--manifest", str(phantom_cohort), "--preset", "ct", "--fov-mm", "30", "--out",
                  str(out), "--quick", "--no-progress", "--threads", "1"]) == 0
+    return out
+
+
+def test_train_on_a_cohort_manifest_with_clinical_data(cohort_bundle):
+    """A user's cohort (phantom cases): clinical inputs with missing values reach the patient MLP."""
+    import numpy as np
+
+    from LNMStagingLib.bundle import load_bundle
+
+    out = cohort_bundle
     bundle = load_bundle(out)
     assert [c["name"] for c in bundle.config.clinical_inputs] == ["age", "sex", "t_stage"]
     assert bundle.config.masked_input is False  # the ct preset keeps the surroundings
@@ -231,3 +245,56 @@ def test_train_on_a_cohort_manifest_with_clinical_data(tmp_path):
     p_known = bundle.patient_outputs(known)["patient_mlp"]
     p_missing = bundle.patient_outputs(missing)["patient_mlp"]
     assert not np.allclose(p_known.numpy(), p_missing.numpy())
+
+
+def test_evaluate_on_a_cohort_gives_the_probabilities_of_predict(cohort_bundle, phantom_cohort, tmp_path, capsys):
+    out, rows_csv = tmp_path / "metrics.json", tmp_path / "patients.csv"
+    assert main(["evaluate", "--model", str(cohort_bundle), "--manifest", str(phantom_cohort), "--out", str(out),
+                 "--predictions", str(rows_csv), "--bootstrap", "20", "--no-progress"]) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["nodule"] is None and METRIC_KEYS <= set(metrics["patient"])
+    assert metrics["patient"]["n"] == 8 and metrics["patient"]["n_positive"] == 4
+    assert metrics["data"]["patients_seen_in_training"] == 8  # trained on this very cohort
+    assert "8 of 8 patients" in capsys.readouterr().err
+    import csv
+
+    with open(rows_csv, newline="") as handle:
+        rows = {row["patient_id"]: row for row in csv.DictReader(handle)}
+    assert sorted(rows) == [f"P{i}" for i in range(8)] and rows["P3"]["n_stage_label"] == "1"
+
+    # the same patient through `predict` (with its clinical data) gives the same probability
+    case = phantom_cohort.parent / "p3"
+    assert main(["predict", str(case / "image.nrrd"), str(case / "segmentation.seg.nrrd"), "--age", "53", "--sex", "F",
+                 "--t-stage", "T4", "--model", str(cohort_bundle), "--out", str(tmp_path / "p3")]) == 0
+    report = json.loads((tmp_path / "p3" / "report.json").read_text())
+    assert abs(report["patient"]["probability"] - float(rows["P3"]["probability"])) < 1e-5
+
+
+def test_evaluate_on_a_cohort_refuses_a_broken_case(cohort_bundle, phantom_cohort, tmp_path, capsys):
+    manifest = tmp_path / "cohort.csv"
+    text = phantom_cohort.read_text().replace("p2/image.nrrd", str(tmp_path / "missing.nrrd"))
+    manifest.write_text(text.replace("p0/", f"{phantom_cohort.parent}/p0/").replace("p1/", f"{phantom_cohort.parent}/p1/"))
+    code = main(["evaluate", "--model", str(cohort_bundle), "--manifest", str(manifest), "--out",
+                 str(tmp_path / "m.json"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "missing.nrrd" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_benchmark_on_a_cohort_has_patient_rows_and_the_clinical_ablation(phantom_cohort, tmp_path):
+    out = tmp_path / "bench"
+    assert main(["benchmark", "cohort", "--manifest", str(phantom_cohort), "--preset", "ct", "--fov-mm", "30",
+                 "--out", str(out), "--methods", "size,vae,vae_no_clinical", "--folds", "2", "--quick",
+                 "--no-progress", "--threads", "1"]) == 0
+    table = (out / "benchmark.md").read_text()
+    assert "Cohort benchmark (cohort.csv, preset ct)" in table and "2-fold" in table
+    assert "VAE-MLP without clinical data (ablation)" in table and "n/a (no node labels)" in table
+    for k in range(2):
+        with_clinical = json.loads((out / "vae" / f"fold_{k}" / "result.json").read_text())
+        without = json.loads((out / "vae_no_clinical" / f"fold_{k}" / "result.json").read_text())
+        assert with_clinical["test_patients"] == without["test_patients"]
+        assert not set(with_clinical["train_patients"]) & set(with_clinical["test_patients"])
+        assert with_clinical["nodule"] is None
+    fitted = json.loads((out / "vae_no_clinical" / "fold_0" / "model" / "fitted.json").read_text())
+    assert fitted["mil"]["use_clinical"] is False
+    assert json.loads((out / "vae" / "fold_0" / "model" / "fitted.json").read_text())["mil"]["use_clinical"] is True
