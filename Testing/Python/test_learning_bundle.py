@@ -195,3 +195,19 @@ def test_shipped_bundles_are_intact_and_small():
     marker = builtin_models_dir() / "DEFAULT"
     if marker.is_file():
         assert marker.read_text().strip() in {p.name for p in shipped}
+
+
+def test_training_is_deterministic(tiny, tiny_bundle_dir, tmp_path):
+    """The same seed and data give the same weights (here against the session's bundle, possibly built by an
+    earlier test run in another process); another seed gives other weights."""
+    from safetensors.torch import load_file
+
+    def weights(bundle_dir: Path, member: int = 0) -> dict:
+        return load_file(str(bundle_dir / "members" / f"member_{member}.safetensors"))
+
+    for member in (0, 1):
+        ours, theirs = weights(tiny, member), weights(tiny_bundle_dir, member)
+        assert ours.keys() == theirs.keys()
+        assert all(torch.equal(ours[k], theirs[k]) for k in ours), f"member {member} differs between two builds"
+    other = build_tiny_bundle(tmp_path / "seed1", seed=1, n_members=1)
+    assert not all(torch.equal(a, b) for a, b in zip(weights(tiny).values(), weights(other).values(), strict=True))
