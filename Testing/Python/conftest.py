@@ -7,7 +7,6 @@ folder, keyed by a hash of the code that defines it; a cached copy that no longe
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -15,10 +14,6 @@ from pathlib import Path
 import pytest
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-
-
-def lidc_directory() -> Path:
-    return Path(os.environ.get("LNMSTAGING_LIDC_DIR", REPOSITORY.parent / "shared" / "data" / "lidc-nodules"))
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +25,9 @@ def phantom_files(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def lidc_dir() -> Path:
-    path = lidc_directory()
+    from LNMStagingLib.data.lidc import default_lidc_dir
+
+    path = default_lidc_dir()
     if not (path / "nodules.npz").is_file():
         pytest.skip(f"LIDC data not found at {path} (set LNMSTAGING_LIDC_DIR); the real-data tests need it")
     return path
@@ -108,3 +105,14 @@ def phantom_prediction(phantom_case, tiny_bundle):
     from LNMStagingLib.prediction import predict_case
 
     return predict_case(phantom_case, bundle=tiny_bundle)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a test module (restored afterwards)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -17,25 +16,10 @@ from LNMStagingLib.data.synthetic import write_synthetic_dataset
 from LNMStagingLib.training.tiny import build_tiny_bundle
 
 METRIC_KEYS = {"auc", "sensitivity", "specificity", "accuracy", "f1", "balanced_accuracy"}
-REPO = Path(__file__).resolve().parents[2]
 
 
-def lidc_dir() -> Path:
-    return Path(os.environ.get("LNMSTAGING_LIDC_DIR", REPO / ".." / "shared" / "data" / "lidc-nodules"))
-
-
-needs_lidc = pytest.mark.skipif(
-    not (lidc_dir() / "nodules.npz").is_file(),
-    reason=f"LIDC nodules not found at {lidc_dir()} (set LNMSTAGING_LIDC_DIR to run these checks)",
-)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# tiny tensors: one torch thread is faster, and steadier on a busy 2-core machine
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -161,11 +145,10 @@ def test_benchmark_quick_runs_all_methods_on_the_same_folds(synthetic_data, tmp_
     assert (out / "vae" / "fold_0" / "result.json").stat().st_mtime == mtime  # resumed, not redone
 
 
-@needs_lidc
-def test_lidc_adapter():
+def test_lidc_adapter(lidc_dir):
     from LNMStagingLib.data.lidc import load_lidc
 
-    dataset = load_lidc(lidc_dir())
+    dataset = load_lidc(lidc_dir)
     assert dataset.patches.shape == (4053, 1, 32, 32)
     assert len(dataset.patients) == 395 and sum(dataset.patient_labels().values()) == 158
     assert 20 < dataset.fov_mm() < 80
@@ -173,15 +156,14 @@ def test_lidc_adapter():
     assert float(dataset.patches.max()) <= 1.0 and (dataset.patches[:, 0][~dataset.masks] == 0).all()
 
 
-@needs_lidc
-def test_default_bundle_evaluates_1000_lidc_patches_in_seconds(tmp_path):
+def test_default_bundle_evaluates_1000_lidc_patches_in_seconds(lidc_dir, tmp_path):
     import numpy as np
 
     from LNMStagingLib.bundle import builtin_models_dir, list_bundles
 
     if not any(b.path.parent == builtin_models_dir().resolve() for b in list_bundles()):
         pytest.skip("no bundled model in Resources/Models yet")
-    with np.load(lidc_dir() / "nodules.npz") as data:
+    with np.load(lidc_dir / "nodules.npz") as data:
         arrays = {k: data[k] for k in data.files}
     patients = np.unique(arrays["patient_id"])
     keep = np.isin(arrays["patient_id"], patients[:100])
@@ -189,7 +171,7 @@ def test_default_bundle_evaluates_1000_lidc_patches_in_seconds(tmp_path):
     subset = tmp_path / "subset"
     subset.mkdir()
     np.savez(subset / "nodules.npz", **{k: v[keep] for k, v in arrays.items()})
-    shutil.copy(lidc_dir() / "nodules.csv", subset / "nodules.csv")
+    shutil.copy(lidc_dir / "nodules.csv", subset / "nodules.csv")
     start = time.time()
     assert main(["evaluate", "--data", str(subset), "--out", str(tmp_path / "m.json"), "--bootstrap", "100"]) == 0
     assert time.time() - start < 60

@@ -12,13 +12,8 @@ from LNMStagingLib.models.mil import PAPER_CLINICAL, MILConfig, MILModel, clinic
 from LNMStagingLib.models.vae import GRADCAM_LAYER, VAE, VAEConfig, kld_annealing, ssim
 from LNMStagingLib.training.vae_train import VAETrainConfig, reconstruction_metrics, train_vae
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# tiny tensors: one torch thread is faster, and steadier on a busy 2-core machine
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
