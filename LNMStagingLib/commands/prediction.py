@@ -84,7 +84,8 @@ def _predict(args: argparse.Namespace) -> int:
 def _clusters(args: argparse.Namespace) -> int:
     from ..prediction.clusters import run_cluster_analysis
 
-    summary = run_cluster_analysis(args.model, args.data, args.out, k=args.k, k_max=args.k_max, seed=args.seed)
+    summary = run_cluster_analysis(args.model, args.data, args.out, k=args.k, k_max=args.k_max, seed=args.seed,
+                                   manifest=args.manifest, progress=not args.no_progress)
     print(f"k = {summary['k']} ({summary['k_choice']}); {summary['n_nodules']} nodules -> {args.out}")
     return 0
 
@@ -115,10 +116,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "statistics (JSON, Markdown) and 2D latent maps (PNG).",
     )
     clusters.add_argument("--model", help="model bundle folder or installed bundle name (default: the default bundle)")
-    clusters.add_argument("--data", type=Path, required=True, help="folder in the LIDC layout (nodules.npz, nodules.csv)")
+    source = clusters.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="folder in the LIDC layout (nodules.npz, nodules.csv)")
+    source.add_argument("--manifest", type=Path, help="cohort manifest CSV: every case's nodes, prepared as `predict` "
+                        "does; the label map shows the patients' N stage")
     clusters.add_argument("--out", type=Path, required=True, help="output folder (replaced as a whole, atomically)")
     clusters.add_argument("--k", type=int, help="use this number of clusters instead of choosing it")
     clusters.add_argument("--k-max", type=int, default=60, help="largest k tried when choosing k (default 60)")
     clusters.add_argument("--seed", type=int, default=0)
+    clusters.add_argument("--no-progress", action="store_true")
     clusters.set_defaults(handler=_clusters)
     explain.set_defaults(handler=lambda _args: explain.print_help() or 2)

@@ -50,18 +50,18 @@ def patch_features(prepared, patches, feature_names=DEFAULT_FEATURES) -> np.ndar
     return np.asarray(rows, dtype=np.float32).reshape(len(rows), len(feature_names))
 
 
-def load_cohort(manifest: str | Path, preset: str = "mri-t2", patch_size: int = 32, fov_mm: float | None = None,
+def load_cohort(manifest: str | Path, preset="mri-t2", patch_size: int = 32, fov_mm: float | None = None,
                 max_patches: int = 15, progress: bool = True, require_labels: bool = True) -> NoduleDataset:
-    """A :class:`NoduleDataset` from a cohort manifest (patients without an N stage are skipped when
-    ``require_labels``)."""
+    """A :class:`NoduleDataset` from a cohort manifest; ``preset``: a name, a preset .json or a ``Preset``.
+    Patients without an N stage are skipped when ``require_labels``, else kept with the label -1 (unknown)."""
     from ..case import load_case, prepare_case
     from ..cohort import read_manifest
     from ..errors import InputError
     from ..patches import PatchConfig, extract_patches
-    from ..presets import get_preset
+    from ..presets import Preset, get_preset
 
     entries = read_manifest(manifest)
-    preset_obj = get_preset(preset)
+    preset_obj = preset if isinstance(preset, Preset) else get_preset(preset)
     config = PatchConfig(size=patch_size, fov_mm=fov_mm, max_patches=max_patches)
     patches, masks, feats, nodules, patients, areas = [], [], [], [], [], []
     clinical, labels = {}, {}
@@ -82,7 +82,7 @@ def load_cohort(manifest: str | Path, preset: str = "mri-t2", patch_size: int = 
             patients.append(entry.patient_id)
             areas.append(patch.area_mm2)
         clinical[entry.patient_id] = clinical_values(entry.clinical)
-        labels[entry.patient_id] = int(entry.label) if entry.label is not None else 0
+        labels[entry.patient_id] = int(entry.label) if entry.label is not None else -1
     if not patches:
         raise InputError(manifest, "no labelled patient with segmented nodes")
     n = len(patches)

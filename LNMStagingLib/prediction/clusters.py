@@ -40,6 +40,10 @@ class NoduleLatents:
     labels: np.ndarray  # (N,) 1 malignant, 0 benign, -1 unknown
     nodule_id: np.ndarray
     patient_id: np.ndarray
+    label_kind: str = "node"  # "node": the node's own label; "patient": its patient's N stage (cohorts)
+
+
+LABEL_NAMES = {"node": ("benign", "malignant"), "patient": ("node of an N0 patient", "node of an N+ patient")}
 
 
 def _minmax(values: np.ndarray) -> np.ndarray:
@@ -68,8 +72,12 @@ def nodule_latents(bundle, dataset) -> NoduleLatents:
         "axis_ratio": feature["axis_ratio"],
         "border_irregularity": border_irregularity(feature["convexity"], feature["compactness"]),
     }
-    return NoduleLatents(latents, values, dataset.slice_label[chosen].astype(int), dataset.nodule_id[chosen],
-                         dataset.patient_id[chosen])
+    if dataset.patient_label is not None:  # a cohort: node labels unknown, colour by the patient's N stage
+        labels = np.asarray([dataset.patient_label.get(str(p), -1) for p in dataset.patient_id[chosen]], dtype=int)
+        kind = "patient"
+    else:
+        labels, kind = dataset.slice_label[chosen].astype(int), "node"
+    return NoduleLatents(latents, values, labels, dataset.nodule_id[chosen], dataset.patient_id[chosen], kind)
 
 
 def mean_within_sd(assignment: np.ndarray, values: np.ndarray, min_size: int = MIN_CLUSTER_SIZE) -> tuple[float, int]:
@@ -150,7 +158,8 @@ def _plots(folder: Path, data: NoduleLatents, coords: np.ndarray, assignment: np
     scatter = axes[0].scatter(coords[:, 0], coords[:, 1], c=data.values["short_axis_mm"], cmap="viridis", s=10)
     fig.colorbar(scatter, ax=axes[0], label="short axis (mm)")
     axes[0].set_title("coloured by size")
-    for value, colour, name in ((0, "tab:blue", "benign"), (1, "tab:red", "malignant"), (-1, "tab:gray", "unknown")):
+    negative, positive = LABEL_NAMES[data.label_kind]
+    for value, colour, name in ((0, "tab:blue", negative), (1, "tab:red", positive), (-1, "tab:gray", "unknown")):
         chosen = data.labels == value
         if chosen.any():
             axes[1].scatter(coords[chosen, 0], coords[chosen, 1], c=colour, s=10, label=f"{name} ({chosen.sum()})", alpha=0.7)
@@ -181,17 +190,30 @@ def _plots(folder: Path, data: NoduleLatents, coords: np.ndarray, assignment: np
     plt.close(fig)
 
 
-def run_cluster_analysis(model: str | Path | None, data_dir: str | Path, out_dir: str | Path, k: int | None = None,
-                         k_max: int = 60, seed: int = 0) -> dict[str, Any]:
-    """Cluster the nodules of a LIDC-layout folder in a bundle's latent space; write everything atomically."""
+def run_cluster_analysis(model: str | Path | None, data_dir: str | Path | None, out_dir: str | Path,
+                         k: int | None = None, k_max: int = 60, seed: int = 0, manifest: str | Path | None = None,
+                         progress: bool = False) -> dict[str, Any]:
+    """Cluster the nodules of a LIDC-layout folder (``data_dir``) or of a cohort manifest (``manifest``: every
+    case prepared with the bundle's preset and patch sampling, as ``predict`` does) in a bundle's latent space;
+    write everything atomically."""
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
 
     from ..bundle import load_bundle
-    from ..data.lidc import load_lidc
 
     bundle = load_bundle(model)
-    dataset = load_lidc(data_dir, patch_size=bundle.config.patch_size, fov_mm=bundle.config.fov_mm)
+    if manifest is not None:
+        from ..data.cohort_data import load_cohort
+        from ..prediction.pipeline import bundle_settings
+
+        preset, sampling = bundle_settings(bundle)
+        dataset = load_cohort(manifest, preset=preset, patch_size=sampling.size, fov_mm=sampling.fov_mm,
+                              progress=progress, require_labels=False)
+        data_dir = manifest
+    else:
+        from ..data.lidc import load_lidc
+
+        dataset = load_lidc(data_dir, patch_size=bundle.config.patch_size, fov_mm=bundle.config.fov_mm)
     data = nodule_latents(bundle, dataset)
     n = len(data.labels)
     if n < 2 * MIN_CLUSTER_SIZE:
@@ -207,19 +229,22 @@ def run_cluster_analysis(model: str | Path | None, data_dir: str | Path, out_dir
     assignment = KMeans(n_clusters=chosen, n_init=4, random_state=seed).fit_predict(data.latents)
     table = cluster_table(assignment, data.values)
     coords = PCA(n_components=2, random_state=seed).fit_transform(data.latents)
+    fraction_key = "malignant_fraction" if data.label_kind == "node" else "n_plus_patient_fraction"
     clusters = []
     for c in range(chosen):
         members = assignment == c
         known = data.labels[members] >= 0
         clusters.append({
             "cluster": c, "n": int(members.sum()), "used": bool(members.sum() >= MIN_CLUSTER_SIZE),
-            "malignant_fraction": float((data.labels[members][known] == 1).mean()) if known.any() else None,
+            fraction_key: float((data.labels[members][known] == 1).mean()) if known.any() else None,
             **{f"{name}_{stat}": float(fn(data.values[name][members]))
                for name in STAT_FEATURES for stat, fn in (("mean", np.mean), ("sd", np.std), ("range", np.ptp))},
         })
     summary = {
         "model": {"name": bundle.name, "version": bundle.version, "manifest_sha256": bundle.manifest_sha256},
         "data": str(data_dir), "n_nodules": n, "unit": "nodule (its largest cross-section)",
+        "label": "the node's own label (malignant)" if data.label_kind == "node" else
+                 "the patient's N stage (N1/N2), node labels being unknown in a cohort",
         "latent": "VAE latent mean of the primary ensemble member", "k": int(chosen), "k_choice": how,
         "seed": seed, "k_curve": rows, "table4": table, "clusters": clusters,
         "border_irregularity": "mean of min-max normalised (1 - convexity) and compactness, renormalised to [0, 1]",

@@ -81,7 +81,7 @@ def model_info(bundle: ModelBundle) -> ModelInfo:
     )
 
 
-def _bundle_settings(bundle: ModelBundle) -> tuple[Preset, PatchConfig]:
+def bundle_settings(bundle: ModelBundle) -> tuple[Preset, PatchConfig]:
     config_file = bundle.path / "config.json"
     preset = Preset.from_dict(bundle.config.preset, config_file)
     try:
@@ -184,7 +184,7 @@ def _predict(case: Case, clinical: ClinicalData | None, bundle_path: Path | str 
         timings.model_load_s = time.perf_counter() - started
     steps(0.1, "preparing the image with the model's preset")
     clock = time.perf_counter()
-    preset, patch_config = _bundle_settings(bundle)
+    preset, patch_config = bundle_settings(bundle)
     prepared = prepare_case(case, preset)
     native = prepare_case(case, None, intensity=False)  # canonical orientation only: the acquired voxels
     steps(0.2, "measuring the nodes")

@@ -54,6 +54,31 @@ def test_clusters_on_a_synthetic_set(tiny_bundle_dir, tmp_path, capsys):
     assert "elbow" in summary["k_choice"] and "k = " in capsys.readouterr().out
 
 
+def test_clusters_on_a_cohort_manifest(tiny_bundle_dir, tmp_path):
+    """A user's cohort: nodes of every case (prepared as `predict` does), coloured by the patient's N stage."""
+    import csv
+
+    from LNMStagingLib.phantom import write_phantom
+
+    stages = {"A": "N0", "B": "N1", "C": ""}  # C: N stage unknown, still clustered
+    with open(tmp_path / "cohort.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["patient_id", "image", "segmentation", "n_stage"])
+        for i, (patient, stage) in enumerate(stages.items()):
+            write_phantom(tmp_path / patient, extra_nodes=2, seed=i)
+            writer.writerow([patient, f"{patient}/image.nrrd", f"{patient}/labels.nrrd", stage])
+    out = tmp_path / "clusters"
+    assert main(["explain", "clusters", "--model", str(tiny_bundle_dir), "--manifest", str(tmp_path / "cohort.csv"),
+                 "--out", str(out), "--k", "3", "--no-progress"]) == 0
+    summary = _check_outputs(out, 9)
+    assert "N stage" in summary["label"] and all("n_plus_patient_fraction" in c for c in summary["clusters"])
+    with open(out / "assignments.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    label_of = {"A": "0", "B": "1", "C": "-1"}
+    assert {r["patient_id"] for r in rows} == set(stages)
+    assert all(r["label"] == label_of[r["patient_id"]] for r in rows)
+
+
 def test_clusters_refuse_a_missing_data_folder(tiny_bundle_dir, tmp_path, capsys):
     out = tmp_path / "clusters"
     assert main(["explain", "clusters", "--model", str(tiny_bundle_dir), "--data", str(tmp_path), "--out", str(out)]) == 2
