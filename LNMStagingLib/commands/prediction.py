@@ -73,7 +73,8 @@ def _predict(args: argparse.Namespace) -> int:
     flag = " UNCERTAIN (" + "; ".join(patient.uncertainty_reasons) + ")" if patient.uncertain else ""
     print(f"patient: probability {patient.probability:.3f} +/- {patient.std:.3f}, {patient.decision} at threshold "
           f"{patient.threshold:.3f}{flag}")
-    print(f"{len(result.nodes)} node(s) -> {args.out} (research use only, model {bundle.name} {bundle.version})")
+    print(f"{len(result.nodes)} node(s) -> {args.out}")
+    print(result.model.context_line())
     t = result.timings
     print(f"times: imports {imports:.2f} s, model load {load_time:.2f} s, inference {predict_time:.2f} s "
           f"(preprocessing {t.preprocessing_s:.2f}, probabilities {t.inference_s:.2f}, Grad-CAM {t.gradcam_s:.2f}, "

@@ -43,6 +43,15 @@ class ModelInfo:
     def model_data(self) -> Any:
         return self.card_summary.get("data", "not stated in the model card")
 
+    def context_line(self) -> str:
+        """One line to print beside a probability: the model, its training data, intended use, research only."""
+        data = self.model_data
+        data = data.get("source", data) if isinstance(data, dict) else data
+        use = self.card_summary.get("intended_use", "not stated in the model card")
+        use = use[0] if isinstance(use, list) and use else use
+        return (f"model {self.name} {self.version}; trained on: {data}; intended use: {use} "
+                "Research use only, not a medical device.")
+
 
 @dataclass
 class ClinicalUse:

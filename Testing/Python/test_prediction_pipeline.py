@@ -3,6 +3,8 @@ Grad-CAM on the image grid, traversals, the HTML page, determinism, clinical dat
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 
@@ -22,16 +24,23 @@ NODE_KEYS = {"node_id", "segment_name", "probability", "std", "short_axis_mm", "
 @pytest.fixture(scope="module")
 def cli_run(phantom_files, tiny_bundle_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("predict") / "result"
-    code = main(["predict", str(phantom_files.image), str(phantom_files.segmentation), "--model", str(tiny_bundle_dir),
-                 "--age", "71", "--quiet", "--out", str(out)])
-    return code, out
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["predict", str(phantom_files.image), str(phantom_files.segmentation), "--model",
+                     str(tiny_bundle_dir), "--age", "71", "--quiet", "--out", str(out)])
+    return code, out, printed.getvalue()
 
 
 def test_cli_writes_every_output(cli_run):
-    code, out = cli_run
+    code, out, printed = cli_run
     assert code == 0
     assert {p.name for p in out.iterdir()} == {"report.json", "gradcam.nrrd", "traversal", "report.html"}
     assert not list(out.parent.glob(".*partial*"))
+    # the printed probability comes with the model's data, intended use and "research use only"
+    assert "patient: probability" in printed
+    context = next(line for line in printed.splitlines() if line.startswith("model tiny-synthetic"))
+    assert "make_synthetic_nodules" in context and "Software tests" in context
+    assert "Research use only" in context
 
 
 def test_report_json_contract(cli_run, tiny_bundle):
