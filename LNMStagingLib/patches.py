@@ -21,7 +21,8 @@ from .measure import slice_areas_mm2
 @dataclass(frozen=True)
 class PatchConfig:
     size: int = 32
-    fov_mm: float | None = None  # None: one patch pixel per image pixel (the prepared grid's spacing)
+    # None: patch pixels of the prepared grid's column spacing (one per image pixel where pixels are square)
+    fov_mm: float | None = None
     max_patches: int = 15
     secondary_area_fraction: float = 0.5
 
@@ -97,9 +98,9 @@ class PatchSet:
         return output
 
 
-def _sample(slice_array: np.ndarray, start: np.ndarray, step: float, size: int, order: int) -> np.ndarray:
-    """Patch pixel (r, c) <- slice continuous index (start_j + r * step, start_i + c * step); zero outside."""
-    if step == 1.0 and np.allclose(start, np.round(start)):
+def _sample(slice_array: np.ndarray, start: np.ndarray, step: np.ndarray, size: int, order: int) -> np.ndarray:
+    """Patch pixel (r, c) <- slice continuous index (start_j + r * step_j, start_i + c * step_i); zero outside."""
+    if np.all(step == 1.0) and np.allclose(start, np.round(start)):
         j0, i0 = int(round(start[1])), int(round(start[0]))
         patch = np.zeros((size, size), slice_array.dtype)
         rows, cols = slice_array.shape
@@ -108,8 +109,8 @@ def _sample(slice_array: np.ndarray, start: np.ndarray, step: float, size: int, 
         if src_j.start < src_j.stop and src_i.start < src_i.stop:
             patch[src_j.start - j0:src_j.stop - j0, src_i.start - i0:src_i.stop - i0] = slice_array[src_j, src_i]
         return patch
-    offsets = np.arange(size) * step
-    rr, cc = np.meshgrid(start[1] + offsets, start[0] + offsets, indexing="ij")
+    offsets = np.arange(size)
+    rr, cc = np.meshgrid(start[1] + offsets * step[1], start[0] + offsets * step[0], indexing="ij")
     return ndimage.map_coordinates(slice_array, [rr, cc], order=order, mode="constant", cval=0)
 
 
@@ -118,7 +119,10 @@ def extract_patches(prepared: PreparedCase, config: PatchConfig | None = None) -
     config = config or PatchConfig()
     volume = prepared.image
     spacing = volume.spacing
-    step = 1.0 if config.fov_mm is None else config.fov_mm / config.size / spacing[0]
+    # (i, j) steps in image pixels per patch pixel: square patch pixels of the same size in mm along rows
+    # and columns, whatever the in-plane spacing (non-square pixels, or reoriented sagittal/coronal images)
+    pixel_mm = spacing[0] if config.fov_mm is None else config.fov_mm / config.size
+    step = np.array([pixel_mm / spacing[0], pixel_mm / spacing[1]])
     mask_background = bool(prepared.preset and prepared.preset.mask_background)
     grid_to_source = prepared.grid_to_source_index
     patches: list[Patch] = []
@@ -131,7 +135,7 @@ def extract_patches(prepared: PreparedCase, config: PatchConfig | None = None) -
             rows, cols = np.nonzero(cross_section)
             centre = np.array([cols.mean() + node.offset[2], rows.mean() + node.offset[1]])  # (i, j)
             start = centre - (config.size - 1) / 2 * step
-            if step == 1.0:
+            if np.all(step == 1.0):
                 start = np.floor(start + 0.5)  # whole pixels: the patch is an exact crop of the slice
             full_mask = np.zeros(volume.array.shape[1:], bool)
             full_mask[node.offset[1]:node.offset[1] + cross_section.shape[0],
@@ -140,7 +144,7 @@ def extract_patches(prepared: PreparedCase, config: PatchConfig | None = None) -
             mask = _sample(full_mask.astype(np.float32), start, step, config.size, order=0) > 0.5
             if mask_background:
                 image = np.where(mask, image, 0).astype(np.float32)
-            patch_to_grid = np.array([[step, 0, 0, start[0]], [0, step, 0, start[1]], [0, 0, 1, k], [0, 0, 0, 1.0]])
+            patch_to_grid = np.array([[step[0], 0, 0, start[0]], [0, step[1], 0, start[1]], [0, 0, 1, k], [0, 0, 0, 1.0]])
             patches.append(Patch(node.node_id, node.segment_name, k, float(areas[local_k]), local_k == largest,
                                  image.astype(np.float32), mask, grid_to_source @ patch_to_grid))
     order = sorted(range(len(patches)), key=lambda p: (-patches[p].area_mm2, patches[p].node_id, patches[p].slice_index))

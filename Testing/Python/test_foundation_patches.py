@@ -136,3 +136,27 @@ def test_oblique_and_permuted_storage_map_back_to_the_same_physical_points(fov):
         patch = extract_patches(prepare_case(case), PatchConfig(fov_mm=fov)).patches[0]
         centres.append((vol.index_to_lps() @ patch.patch_to_image @ [15.5, 15.5, 0, 1])[:3])
     assert np.allclose(centres[0], centres[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("fov", [None, 20.0])
+def test_non_square_pixels_give_square_patch_pixels(fov):
+    """A round node on 0.5 x 1.0 mm pixels stays round in the patch (patch pixels are square in mm), and the
+    patch still maps back onto the image exactly."""
+    spacing = (0.5, 1.0, 3.0)
+    size = (96, 48, 6)
+    k, j, i = np.mgrid[0:size[2], 0:size[1], 0:size[0]]
+    disc = ((i - 48) * spacing[0]) ** 2 + ((j - 24) * spacing[1]) ** 2 <= 6.0**2  # 12 mm diameter
+    labels = np.where(disc & (k >= 2) & (k <= 3), 1, 0).astype(np.uint8)
+    volume = Volume(np.where(labels > 0, 100.0, 10.0).astype(np.float32), spacing, (0.0, 0.0, 0.0), np.eye(3))
+    case = Case.from_volume(volume, number_nodes(nodes_from_label_array(labels).nodes))
+    patch = extract_patches(prepare_case(case), PatchConfig(fov_mm=fov)).patches[0]
+    rows, cols = np.nonzero(patch.mask)
+    height, width = int(np.ptp(rows) + 1), int(np.ptp(cols) + 1)
+    pixel_mm = spacing[0] if fov is None else fov / 32
+    # equal in mm up to the quantisation of the coarser source rows (before the fix: half as many rows)
+    assert abs(height - width) * pixel_mm <= max(spacing[:2]) + pixel_mm, (height, width)
+    assert abs(width * pixel_mm - 12.0) <= 2 * pixel_mm
+    column_mm = np.linalg.norm((volume.index_to_lps() @ patch.patch_to_image)[:3, 0])
+    row_mm = np.linalg.norm((volume.index_to_lps() @ patch.patch_to_image)[:3, 1])
+    assert column_mm == pytest.approx(pixel_mm) and row_mm == pytest.approx(pixel_mm)
+    assert np.allclose(_image_at(volume.array, patch), patch.image, atol=1e-4)  # the mapping is the sampling
