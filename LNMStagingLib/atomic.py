@@ -35,11 +35,30 @@ def atomic_path(destination: str | Path) -> Iterator[Path]:
         temporary_path.unlink(missing_ok=True)
 
 
+def check_output_directory(destination: str | Path, marker: str) -> Path:
+    """``destination`` resolved, if it may be (re)written as an output folder: absent, empty, or an earlier
+    output of the same command (it holds ``marker``). Anything else, e.g. the folder of the input images, is
+    refused: replacing it would delete the user's files."""
+    from .errors import InputError
+
+    destination = Path(destination).resolve()
+    if destination.exists():
+        if not destination.is_dir():
+            raise InputError(destination, "exists and is not a folder: choose a new output folder")
+        if any(destination.iterdir()) and not (destination / marker).is_file():
+            raise InputError(destination, f"is a folder with other files (no {marker} of an earlier run): it would be "
+                                          "replaced as a whole, so choose a new or empty output folder")
+    if destination.parent == destination:
+        raise InputError(destination, "cannot be an output folder")
+    return destination
+
+
 @contextlib.contextmanager
-def atomic_directory(destination: str | Path) -> Iterator[Path]:
+def atomic_directory(destination: str | Path, marker: str) -> Iterator[Path]:
     """Yield a fresh temporary directory; on success it replaces ``destination`` (an existing output
-    directory is replaced as a whole, so a failed run leaves the previous result untouched)."""
-    destination = Path(destination)
+    directory is replaced as a whole, so a failed run leaves the previous result untouched). ``marker``: a
+    file every output of this kind holds (see :func:`check_output_directory`)."""
+    destination = check_output_directory(destination, marker)
     destination.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".partial", dir=destination.parent))
     temporary.chmod(_ordinary_mode(directory=True))

@@ -58,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LNMStagingError as error:
         print(f"lnmstaging: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a file system refusal the checks did not foresee (permissions, disk full...)
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"lnmstaging: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -36,8 +36,12 @@ def _clinical(args: argparse.Namespace) -> ClinicalData:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    clinical = _clinical(args)
+    from ..atomic import check_output_directory
     from ..case import load_case
+    from ..prediction.writers import REPORT_FILE
+
+    clinical = _clinical(args)
+    check_output_directory(args.out, REPORT_FILE)  # before the work: never replace a folder of other files
 
     case = load_case(args.image, args.segmentation, split_islands=args.split_islands)
     started = time.perf_counter()
@@ -83,7 +87,10 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _clusters(args: argparse.Namespace) -> int:
-    from ..prediction.clusters import run_cluster_analysis
+    from ..atomic import check_output_directory
+    from ..prediction.clusters import CLUSTERS_FILE, run_cluster_analysis
+
+    check_output_directory(args.out, CLUSTERS_FILE)
 
     summary = run_cluster_analysis(args.model, args.data, args.out, k=args.k, k_max=args.k_max, seed=args.seed,
                                    manifest=args.manifest, progress=not args.no_progress)

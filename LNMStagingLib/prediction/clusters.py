@@ -28,6 +28,7 @@ from ..atomic import atomic_directory
 from ..errors import InputError
 
 MIN_CLUSTER_SIZE = 3
+CLUSTERS_FILE = "clusters.json"
 STAT_FEATURES = ("short_axis_mm", "long_axis_mm", "axis_ratio", "border_irregularity")
 STAT_LABELS = {"short_axis_mm": "Short-axis", "long_axis_mm": "Long-axis", "axis_ratio": "Ratio",
                "border_irregularity": "BI"}
@@ -250,8 +251,8 @@ def run_cluster_analysis(model: str | Path | None, data_dir: str | Path | None, 
         "border_irregularity": "mean of min-max normalised (1 - convexity) and compactness, renormalised to [0, 1]",
         "research_use_only": True,
     }
-    with atomic_directory(out_dir) as folder:
-        (folder / "clusters.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    with atomic_directory(out_dir, marker=CLUSTERS_FILE) as folder:
+        (folder / CLUSTERS_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         (folder / "table4.md").write_text(
             f"# Latent clusters of {bundle.name} {bundle.version} on {n} nodules (k = {chosen})\n\n"
             f"k: {how}. Statistics over the {table['clusters_used']} clusters with >= {MIN_CLUSTER_SIZE} nodules; "

@@ -15,6 +15,8 @@ from .imaging import png_bytes, strip
 from .report_html import render_html
 from .results import PredictionResult
 
+REPORT_FILE = "report.json"
+
 
 def traversal_files(node_id: int, direction: str) -> tuple[str, str]:
     stem = f"node_{node_id:03d}_{direction}"
@@ -34,7 +36,7 @@ def write_outputs(result: PredictionResult, case: Case, out_dir: str | Path) -> 
         raise ValueError(f"heatmap {result.heatmap.shape} is not on the case image grid {case.image.array.shape}")
     report = result.to_report_dict()
     report["outputs"] = {"gradcam": "gradcam.nrrd", "html": "report.html", "traversal": {}}
-    with atomic_directory(out_dir) as folder:
+    with atomic_directory(out_dir, marker=REPORT_FILE) as folder:
         heatmap = Volume(result.heatmap.astype(np.float32), case.image.spacing, case.image.origin, case.image.direction)
         sitk.WriteImage(heatmap.to_sitk(), str(folder / "gradcam.nrrd"), useCompression=True)
         (folder / "traversal").mkdir()
@@ -45,6 +47,6 @@ def write_outputs(result: PredictionResult, case: Case, out_dir: str | Path) -> 
                 (folder / png).write_bytes(png_bytes(strip(frames)))
                 _write_stack(frames, pixel_mm, folder / nrrd)
                 report["outputs"]["traversal"].setdefault(str(node_id), {})[direction] = {"png": png, "nrrd": nrrd}
-        (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        (folder / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         (folder / "report.html").write_text(render_html(result), encoding="utf-8")
     return out_dir

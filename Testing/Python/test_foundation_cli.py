@@ -109,10 +109,40 @@ def test_atomic_outputs_have_ordinary_permissions(tmp_path):
     umask = os.umask(0o022)
     try:
         write_text_atomic(tmp_path / "a.txt", "x")
-        with atomic_directory(tmp_path / "d") as folder:
+        with atomic_directory(tmp_path / "d", marker="f") as folder:
             (folder / "f").write_text("y")
     finally:
         os.umask(umask)
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "d"]
+
+
+def test_an_output_folder_with_other_files_is_never_replaced(phantom_files, tiny_bundle_dir, tmp_path, capsys):
+    """`predict --out` replaces its folder as a whole: pointing it at the folder of the inputs (or any folder
+    that is not an earlier prediction) must be refused before anything is touched."""
+    import shutil
+
+    case = tmp_path / "case"
+    case.mkdir()
+    image, segmentation = case / "image.nrrd", case / "segmentation.seg.nrrd"
+    shutil.copy(phantom_files.image, image)
+    shutil.copy(phantom_files.segmentation, segmentation)
+    before = sorted(p.name for p in case.iterdir())
+    for out in (case, tmp_path / "case" / "image.nrrd"):
+        code = main(["predict", str(image), str(segmentation), "--model", str(tiny_bundle_dir), "--quiet",
+                     "--out", str(out)])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and str(out.resolve()) in err, err
+        assert sorted(p.name for p in case.iterdir()) == before
+    # an earlier prediction is replaced as a whole (rerunning into the same folder is the normal use)
+    out = tmp_path / "prediction"
+    for _ in range(2):
+        assert main(["predict", str(image), str(segmentation), "--model", str(tiny_bundle_dir), "--quiet",
+                     "--out", str(out)]) == 0
+    assert (out / "report.json").is_file()
+    # a file system refusal the checks cannot foresee is one line too, not a traceback
+    (tmp_path / "plain").write_text("x")
+    code = main(["measure", str(image), str(segmentation), "--out", str(tmp_path / "plain" / "nodes.csv")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
