@@ -79,6 +79,8 @@ def read_manifest(path: str | Path) -> list[CohortEntry]:
             raise InputError(path, f"manifest lacks column(s): {', '.join(missing)}")
         entries, seen = [], set()
         for line, raw in enumerate(reader, start=2):
+            if None in raw:  # DictReader files surplus fields under the key None
+                raise InputError(path, f"line {line}: more fields than the header's {len(columns)} columns")
             row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
             try:
                 patient = row["patient_id"]

@@ -35,6 +35,8 @@ def _measure(args: argparse.Namespace) -> int:
 
 
 def _phantom(args: argparse.Namespace) -> int:
+    if min(args.size) < 8 or min(args.spacing) <= 0:
+        raise InputError(None, "--size needs at least 8 voxels per axis and --spacing positive millimetres")
     files = write_phantom(args.outdir, size=tuple(args.size), spacing=tuple(args.spacing), extra_nodes=args.extra_nodes, seed=args.seed)
     print(f"phantom written: {files.image}, {files.labelmap}, {files.segmentation}, {files.truth}")
     return 0

@@ -203,6 +203,8 @@ def _pipeline_config(args):
     if args.config:
         try:
             overrides = json.loads(args.config.read_text(encoding="utf-8"))
+            if not isinstance(overrides, dict):
+                raise ValueError("expected a JSON object of PipelineConfig fields")
             merged = config.to_dict()
             for key, value in overrides.items():
                 if isinstance(value, dict) and isinstance(merged.get(key), dict):
@@ -290,9 +292,12 @@ def _train(args) -> int:
         meta_path = args.encoder / "encoder.json"
         if not meta_path.is_file():
             raise InputError(meta_path, "not found (train the VAE first with --stage vae)")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        config = PipelineConfig.from_dict(meta["pipeline"])
-        encoder = _new_encoder(meta["method"], config)
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            config = PipelineConfig.from_dict(meta["pipeline"])
+            encoder = _new_encoder(meta["method"], config)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise InputError(meta_path, f"not a VAE description written by --stage vae ({error!r})") from None
         try:
             encoder.load_state_dict(load_file(str(args.encoder / "encoder.safetensors")))
         except (OSError, RuntimeError) as error:

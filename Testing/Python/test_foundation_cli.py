@@ -146,3 +146,9 @@ def test_an_output_folder_with_other_files_is_never_replaced(phantom_files, tiny
     code = main(["measure", str(image), str(segmentation), "--out", str(tmp_path / "plain" / "nodes.csv")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_phantom_refuses_impossible_geometry(tmp_path, capsys):
+    assert main(["phantom", str(tmp_path / "p"), "--spacing", "0", "1", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--spacing" in err and not (tmp_path / "p").exists()

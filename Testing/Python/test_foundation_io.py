@@ -219,3 +219,6 @@ def test_manifest(tmp_path):
     manifest.write_text("patient,image\n")
     with pytest.raises(InputError, match="lacks column"):
         read_manifest(manifest)
+    manifest.write_text("patient_id,image,segmentation\np1,a,b\np2,a,b,extra\n")
+    with pytest.raises(InputError, match="line 3: more fields than the header"):
+        read_manifest(manifest)

@@ -280,3 +280,19 @@ def test_benchmark_on_a_cohort_has_patient_rows_and_the_clinical_ablation(phanto
     fitted = json.loads((out / "vae_no_clinical" / "fold_0" / "model" / "fitted.json").read_text())
     assert fitted["mil"]["use_clinical"] is False
     assert json.loads((out / "vae" / "fold_0" / "model" / "fitted.json").read_text())["mil"]["use_clinical"] is True
+
+
+def test_train_refuses_a_config_that_is_not_an_object(synthetic_data, tmp_path, capsys):
+    config = tmp_path / "config.json"
+    config.write_text("[1, 2]")
+    code = main(["train", "--data", str(synthetic_data), "--config", str(config), "--out", str(tmp_path / "m"),
+                 "--quick", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "config.json" in err and not (tmp_path / "m").exists()
+    encoder = tmp_path / "vae"
+    encoder.mkdir()
+    (encoder / "encoder.json").write_text('{"method": "vae"}')
+    code = main(["train", "--data", str(synthetic_data), "--stage", "classifier", "--encoder", str(encoder),
+                 "--out", str(tmp_path / "m"), "--quick", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "encoder.json" in err
