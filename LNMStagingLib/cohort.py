@@ -16,7 +16,14 @@ from .errors import InputError
 REQUIRED_COLUMNS = ("patient_id", "image", "segmentation")
 OPTIONAL_COLUMNS = ("age", "sex", "t_stage", "n_stage")
 T_STAGES = ("T1", "T2", "T3", "T4")
-_MISSING = {"", "na", "n/a", "nan", "none", "unknown", "?"}
+MISSING_WORDS = frozenset({"", "na", "n/a", "nan", "none", "unknown", "missing", "?"})
+
+
+def _given(value: object) -> str | None:
+    """The stripped text of a clinical value, or None when it is absent or says it is missing."""
+    if value is None or str(value).strip().lower() in MISSING_WORDS:
+        return None
+    return str(value).strip()
 
 
 @dataclass(frozen=True)
@@ -39,9 +46,27 @@ class ClinicalData:
     def missing(self) -> list[str]:
         return [name for name in ("age", "sex", "t_stage") if getattr(self, name) is None]
 
+    @classmethod
+    def from_text(cls, age: object = None, sex: object = None, t_stage: object = None,
+                  labels: tuple[str, str, str] = ("age", "sex", "T stage")) -> ClinicalData:
+        """Clinical data as typed by a person (manifest cell, command-line option, Slicer field): absent or
+        'unknown' values are missing (None), sex may be F/M/female/male, the T stage cT3/pT2b/... A value that
+        cannot be read raises ValueError (or InputError) naming it with ``labels``."""
+        age_text, sex_text, stage_text = _given(age), _given(sex), _given(t_stage)
+        try:
+            age_value = float(age_text) if age_text is not None else None
+        except ValueError:
+            raise ValueError(f"{labels[0]} must be a number of years, not {age!r}") from None
+        sex_value = {"FEMALE": "F", "MALE": "M"}.get(sex_text.upper(), sex_text.upper()) if sex_text else None
+        try:
+            stage = parse_t_stage(stage_text)
+        except ValueError as error:
+            raise ValueError(f"{labels[2]}: {error}") from None
+        return cls(age=age_value, sex=sex_value, t_stage=stage)
+
 
 def parse_t_stage(text: str | None) -> str | None:
-    if text is None or text.strip().lower() in _MISSING:
+    if _given(text) is None:
         return None
     match = re.fullmatch(r"(?:c|p|y|yc|yp)?T([1-4])[a-d]?", text.strip(), flags=re.IGNORECASE)
     if not match:
@@ -50,7 +75,7 @@ def parse_t_stage(text: str | None) -> str | None:
 
 
 def parse_n_stage(text: str | None) -> int | None:
-    if text is None or text.strip().lower() in _MISSING:
+    if _given(text) is None:
         return None
     match = re.fullmatch(r"(?:c|p|y|yc|yp)?N([0-2])[a-c]?", text.strip(), flags=re.IGNORECASE)
     if not match:
@@ -89,10 +114,7 @@ def read_manifest(path: str | Path) -> list[CohortEntry]:
                 if patient in seen:
                     raise ValueError(f"patient {patient!r} appears twice")
                 seen.add(patient)
-                age = None if row.get("age", "").lower() in _MISSING else float(row["age"])
-                sex_text = row.get("sex", "").upper()
-                sex = None if sex_text.lower() in _MISSING else {"FEMALE": "F", "MALE": "M"}.get(sex_text, sex_text)
-                clinical = ClinicalData(age=age, sex=sex, t_stage=parse_t_stage(row.get("t_stage")))
+                clinical = ClinicalData.from_text(row.get("age"), row.get("sex"), row.get("t_stage"))
                 label = parse_n_stage(row.get("n_stage"))
             except (ValueError, InputError) as error:
                 raise InputError(path, f"line {line}: {error}") from None

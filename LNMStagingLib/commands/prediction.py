@@ -10,29 +10,17 @@ import sys
 import time
 from pathlib import Path
 
-from ..cohort import ClinicalData, parse_t_stage
+from ..cohort import ClinicalData
 from ..errors import InputError
 from .foundation import add_case_arguments
-
-_MISSING_WORDS = {"", "na", "n/a", "nan", "none", "unknown", "missing", "?"}
 
 
 def _clinical(args: argparse.Namespace) -> ClinicalData:
     """Clinical values from the command line; absent or 'unknown' values are declared missing (None)."""
-    def text(value: str | None) -> str | None:
-        return None if value is None or value.strip().lower() in _MISSING_WORDS else value.strip()
-
-    age_text, sex_text, stage_text = text(args.age), text(args.sex), text(args.t_stage)
     try:
-        age = float(age_text) if age_text is not None else None
-    except ValueError:
-        raise InputError(None, f"--age must be a number of years, not {args.age!r}") from None
-    sex = {"FEMALE": "F", "MALE": "M"}.get(sex_text.upper(), sex_text.upper()) if sex_text else None
-    try:
-        stage = parse_t_stage(stage_text)
+        return ClinicalData.from_text(args.age, args.sex, args.t_stage, labels=("--age", "--sex", "--t-stage"))
     except ValueError as error:
-        raise InputError(None, f"--t-stage: {error}") from None
-    return ClinicalData(age=age, sex=sex, t_stage=stage)
+        raise InputError(None, str(error)) from None
 
 
 def _predict(args: argparse.Namespace) -> int:
