@@ -6,6 +6,7 @@ and ``LNMStagingLib`` (all the science). Research use only: not a medical device
 
 from __future__ import annotations
 
+import html
 import logging
 import sys
 import tempfile
@@ -106,13 +107,14 @@ def registerSampleData() -> None:
             category="LNMStaging",
             sampleName="LNMStagingPhantom",
             thumbnailFileName=str(icon),
-            uris=None,
-            fileNames=None,
-            nodeNames=None,
+            # Nothing to download: empty lists (SampleDataSource zips fileNames with nodeNames, so None fails).
+            uris=[],
+            fileNames=[],
+            nodeNames=[],
             customDownloader=lambda source: loadPhantomCase(),
         )
-    except TypeError as error:  # an older SampleData without custom downloaders: the module button remains
-        logging.info(f"LNMStaging sample data not registered: {error}")
+    except (TypeError, ValueError) as error:  # e.g. an older SampleData without custom downloaders
+        logging.warning(f"LNMStaging: the phantom is not in Sample Data ({error}); the module's 'Load the demo phantom' button still loads it")
 
 
 #
@@ -169,7 +171,7 @@ def missingRequirements() -> list[str]:
     except ImportError:
         Requirement = None
     missing = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
@@ -511,11 +513,12 @@ class LNMStagingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """``outputs``: LNMStagingLogic.PredictionOutputs."""
         result = outputs.result
         patient = result.patient
-        uncertain = f" <i>Uncertain: {'; '.join(patient.uncertainty_reasons)}.</i>" if patient.uncertain else ""
+        uncertain = f" <i>Uncertain: {html.escape('; '.join(patient.uncertainty_reasons))}.</i>" if patient.uncertain else ""
+        # Never a probability without the model's training data, intended use and "research use only".
         self.ui.patientResultLabel.text = (
-            f"<b>Patient: {patient.decision}</b>: probability of lymph node metastasis {patient.probability:.2f} "
-            f"&plusmn; {patient.std:.2f} (threshold {patient.threshold:.2f}), {len(result.nodes)} node(s), model "
-            f"{result.model.name} {result.model.version}.{uncertain}"
+            f"<b>Patient: {html.escape(patient.decision)}</b>: probability of lymph node metastasis "
+            f"{patient.probability:.2f} &plusmn; {patient.std:.2f} (threshold {patient.threshold:.2f}), "
+            f"{len(result.nodes)} node(s).{uncertain}<br><small>{html.escape(result.model.context_line())}</small>"
         )
         self.ui.resultsTableView.setMRMLTableNode(outputs.tableNode)
         self.ui.progressBar.value = 100

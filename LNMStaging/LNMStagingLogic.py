@@ -10,6 +10,7 @@ Geometry conventions: MRML stores voxels in RAS, LNMStagingLib in LPS (ITK). Arr
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,10 @@ PROBABILITY_TAG = "LNMStaging.probability"
 # Segment tag remembering the user's colour before the first recolouring, so it can be restored.
 ORIGINAL_COLOR_TAG = "LNMStaging.originalColor"
 
+# Column of every results table holding the model's training data, intended use and "research use only":
+# a probability is never shown without it.
+MODEL_CONTEXT_COLUMN = "Model context"
+
 HEATMAP_COLOR_NODE_IDS = ("vtkMRMLPETProceduralColorNodePET-Heat", "vtkMRMLColorTableNodeRainbow")
 HEATMAP_FOREGROUND_OPACITY = 0.4
 
@@ -59,6 +64,7 @@ class PreparedInputs:
     ijkToWorld: np.ndarray  # 4x4, RAS, the parent transform included
     volumeName: str = "volume"  # copied here so the worker thread never reads a MRML node
     segmentationName: str = "segmentation"
+    modality: str | None = None  # DICOM modality of the volume ("MR", "CT"), None when unknown
 
     @property
     def skippedMessage(self) -> str:
@@ -250,13 +256,35 @@ class LNMStagingLogic:
         labels = numpy_support.vtk_to_numpy(resampled.GetPointData().GetScalars()).reshape(shape)
         return labels, (e[4], e[2], e[0])
 
+    @staticmethod
+    def volumeModality(volumeNode: Any) -> str | None:
+        """The volume's DICOM modality ("MR", "CT", ...): the subject hierarchy attribute Slicer's DICOM import
+        sets on the series, else the header of the file the volume was read from (as ``lnmstaging predict``
+        reads it); None when neither says (NRRD, NIfTI... carry no modality)."""
+        scene = volumeNode.GetScene()
+        shNode = scene.GetFirstNodeByClass("vtkMRMLSubjectHierarchyNode") if scene is not None else None
+        if shNode is not None:
+            item = shNode.GetItemByDataNode(volumeNode)
+            if item:
+                name = slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMSeriesModalityAttributeName()
+                modality = (shNode.GetItemAttribute(item, name) or "").strip().upper()
+                if modality:
+                    return modality
+        storageNode = volumeNode.GetStorageNode()
+        fileName = storageNode.GetFileName() if storageNode is not None else None
+        if fileName and Path(fileName).exists():
+            from LNMStagingLib.imageio import read_modality
+
+            return read_modality(fileName)
+        return None
+
     def prepareInputs(self, volumeNode: Any, segmentationNode: Any, splitIslands: bool = False) -> PreparedInputs:
         """Main-thread step: read everything the prediction needs out of the scene."""
         volume = self.volumeFromNode(volumeNode)
         nodes, skipped, segmentIds = self.nodeRegionsFromSegmentation(segmentationNode, volumeNode, splitIslands)
         return PreparedInputs(
             volumeNode, segmentationNode, volume, nodes, skipped, segmentIds, self.ijkToWorldMatrix(volumeNode),
-            volumeNode.GetName(), segmentationNode.GetName(),
+            volumeNode.GetName(), segmentationNode.GetName(), self.volumeModality(volumeNode),
         )
 
     # ------------------------------------------------------------------ prediction (no MRML: thread-safe)
@@ -269,9 +297,11 @@ class LNMStagingLogic:
             return clinical
         from LNMStagingLib.cohort import ClinicalData
 
-        age, sex, tStage = (clinical.get(key) or None for key in ("age", "sex", "t_stage"))
-        sex = {"female": "F", "male": "M", "f": "F", "m": "M"}.get(str(sex).lower(), sex) if sex else None
-        return ClinicalData(age=float(age) if age is not None else None, sex=sex, t_stage=tStage)
+        try:  # the same reading of typed values as a manifest and the command line
+            return ClinicalData.from_text(clinical.get("age"), clinical.get("sex"), clinical.get("t_stage"),
+                                          labels=("Age", "Sex", "T stage"))
+        except ValueError as error:
+            raise InputError(None, str(error)) from None
 
     @staticmethod
     def runPrediction(
@@ -280,10 +310,15 @@ class LNMStagingLogic:
         modelPath: str | Path | None = None,
         progress: ProgressCallback | None = None,
         cancel: CancelCallback | None = None,
+        declaredPreset: str | None = None,
     ) -> Any:
-        """Library step (may run in a worker thread): returns LNMStagingLib's PredictionResult."""
+        """Library step (may run in a worker thread): returns LNMStagingLib's PredictionResult.
+
+        As ``lnmstaging predict``: the bundle is loaded, then refused when it was made for another preset than
+        ``declaredPreset`` (optional, like ``--preset``) or for another modality than the volume's
+        (``PreparedInputs.modality``), with the library's one-sentence BundleError."""
         try:
-            from LNMStagingLib import case, prediction  # one statement: import sorting stays stable
+            from LNMStagingLib import bundle, case, prediction  # one statement: import sorting stays stable
         except ImportError as error:
             raise LNMStagingError(
                 f"The prediction library cannot be loaded ({error}). Install the dependencies (PyTorch and "
@@ -292,8 +327,17 @@ class LNMStagingLogic:
         inputCase = case.Case.from_volume(
             prepared.volume, prepared.nodes, prepared.volumeName, prepared.segmentationName, prepared.skipped
         )
-        bundle = Path(modelPath) if modelPath else None
-        return prediction.predict_case(inputCase, LNMStagingLogic.clinicalData(clinical), bundle, progress, cancel)
+        if progress is not None:
+            progress(0.0, "loading the model")
+        started = time.perf_counter()
+        modelBundle = bundle.load_bundle(Path(modelPath) if modelPath else None)
+        loadTime = time.perf_counter() - started
+        prediction.check_intended_input(modelBundle, declaredPreset, prepared.modality)
+        result = prediction.predict_case(
+            inputCase, LNMStagingLogic.clinicalData(clinical), progress=progress, cancel=cancel, bundle=modelBundle
+        )
+        result.timings.model_load_s = loadTime
+        return result
 
     # ------------------------------------------------------------------ outputs
 
@@ -327,12 +371,11 @@ class LNMStagingLogic:
         regions = {node.node_id: node for node in prepared.nodes}
         for nodeId, traversal in sorted(result.traversals.items()):
             frames = traversal.get("growth")
-            if frames is None or nodeId not in regions:
+            if frames is None or nodeId not in regions or nodeId not in result.node_patches:
                 continue
             region = regions[nodeId]
             sequenceNode = output("vtkMRMLSequenceNode", f"traversal:{nodeId}", f"{region.segment_name} growth traversal")
-            patch = result.node_patches.get(nodeId)
-            geometry = self.frameToWorld(prepared, region, np.asarray(frames).shape[1:], patch.pixel_mm if patch else None)
+            geometry = self.frameToWorld(prepared.ijkToWorld, result.node_patches[nodeId], np.asarray(frames).shape[1:])
             self._fillSequence(sequenceNode, np.asarray(frames, dtype=np.float32), geometry, region.segment_name)
             browserNode = output("vtkMRMLSequenceBrowserNode", f"browser:{nodeId}", f"{region.segment_name} growth traversal browser")
             self._connectBrowser(scene, browserNode, sequenceNode, scope, f"proxy:{nodeId}", used)
@@ -351,10 +394,11 @@ class LNMStagingLogic:
         progress: ProgressCallback | None = None,
         cancel: CancelCallback | None = None,
         splitIslands: bool = False,
+        declaredPreset: str | None = None,
     ) -> PredictionOutputs:
         """Predict on a volume + segmentation and show the results in their scene (blocking)."""
         prepared = self.prepareInputs(volumeNode, segmentationNode, splitIslands)
-        result = self.runPrediction(prepared, clinical, modelPath, progress, cancel)
+        result = self.runPrediction(prepared, clinical, modelPath, progress, cancel, declaredPreset)
         return self.writeOutputs(prepared, result)
 
     # LNMStagingLib's PredictionResult is read in the next three methods and in writeOutputs only.
@@ -373,8 +417,15 @@ class LNMStagingLogic:
         return "; ".join(parts)
 
     @staticmethod
+    def modelContext(result: Any) -> str:
+        """The line that must accompany every probability shown: the model, its training data, its intended
+        use and "research use only" (LNMStagingLib's ``ModelInfo.context_line``)."""
+        return str(result.model.context_line())
+
+    @staticmethod
     def nodeTableColumns(result: Any) -> list[tuple[str, list]]:
         rows = list(result.nodes)
+        context = LNMStagingLogic.modelContext(result)
         return [
             ("Node", [int(row.node_id) for row in rows]),
             ("Segment", [str(row.segment_name) for row in rows]),
@@ -386,6 +437,7 @@ class LNMStagingLogic:
             ("Convexity", [float(row.convexity) for row in rows]),
             ("Compactness", [float(row.compactness) for row in rows]),
             ("Criteria", [LNMStagingLogic.criteriaText(row.criteria) for row in rows]),
+            (MODEL_CONTEXT_COLUMN, [context for _ in rows]),
         ]
 
     @staticmethod
@@ -399,6 +451,7 @@ class LNMStagingLogic:
             ("Uncertain", ["; ".join(patient.uncertainty_reasons) if patient.uncertain else "no"]),
             ("Model", [f"{result.model.name} {result.model.version}"]),
             ("Skipped", [", ".join(skipped)]),
+            (MODEL_CONTEXT_COLUMN, [LNMStagingLogic.modelContext(result)]),
         ]
 
     @staticmethod
@@ -510,25 +563,15 @@ class LNMStagingLogic:
             composite.SetForegroundVolumeID(heatmapNode.GetID())
             composite.SetForegroundOpacity(HEATMAP_FOREGROUND_OPACITY)
 
-    def frameToWorld(self, prepared: PreparedInputs, region: NodeRegion, frameShape: tuple[int, ...], pixelMm: float | None = None) -> np.ndarray:
-        """4x4 taking a traversal frame's (col, row, 0, 1) to world RAS: the frame lies on the node's largest
-        cross-section, centred on it, along the volume's rows and columns. ``pixelMm``: the patch pixel size,
-        so the frame shows at the size the model saw; without it the frame spans 1.5 x the node's extent."""
-        rows, cols = int(frameShape[0]), int(frameShape[1])
-        areas = region.mask.reshape(region.mask.shape[0], -1).sum(axis=1)
-        largest = int(np.argmax(areas))
-        sliceRows, sliceCols = np.nonzero(region.mask[largest])
-        k0, j0, i0 = region.offset
-        centre = np.array([i0 + sliceCols.mean(), j0 + sliceRows.mean(), k0 + largest])
-        if pixelMm:
-            stepI, stepJ = pixelMm / prepared.volume.spacing[0], pixelMm / prepared.volume.spacing[1]
-        else:
-            side = 1.5 * max(region.mask.shape[1], region.mask.shape[2])
-            stepI, stepJ = side / cols, side / rows
-        frameToIndex = np.eye(4)
-        frameToIndex[0, 0], frameToIndex[1, 1] = stepI, stepJ
-        frameToIndex[:3, 3] = centre - np.array([stepI * (cols - 1) / 2.0, stepJ * (rows - 1) / 2.0, 0.0])
-        return prepared.ijkToWorld @ frameToIndex
+    @staticmethod
+    def frameToWorld(ijkToWorld: np.ndarray, nodePatch: Any, frameShape: tuple[int, ...]) -> np.ndarray:
+        """4x4 taking a traversal frame's (col, row, 0, 1) to world RAS: the frame lies exactly where the model's
+        patch was cut (the node's largest axial cross-section, centred on it, in the library's canonical LPS
+        orientation: patient right on the left, anterior at the top, whatever the volume's own axes).
+
+        ``ijkToWorld``: the input volume's IJK -> world (``PreparedInputs.ijkToWorld``), the grid the library's
+        ``NodePatch.patch_to_image`` maps to; ``frame_to_image`` rescales it when the frame has another size."""
+        return np.asarray(ijkToWorld, dtype=float) @ np.asarray(nodePatch.frame_to_image(tuple(frameShape)), dtype=float)
 
     @staticmethod
     def _fillSequence(sequenceNode: Any, frames: np.ndarray, frameToWorld: np.ndarray, name: str) -> None:

@@ -526,7 +526,7 @@ class ModelBundle:
     def patch_features(self, prepared, patch_set) -> np.ndarray:
         """Raw features (P, F) of every patch of a foundation ``PatchSet`` (``config.feature_names`` order):
         ``measure_cross_section`` of the patch's node on the patch's slice of the prepared case."""
-        from .data.cohort_data import patch_features
+        from .patches import patch_features
 
         return patch_features(prepared, patch_set.patches, tuple(self.config.feature_names))
 

@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from .case import PreparedCase
-from .measure import slice_areas_mm2
+from .measure import CrossSection, measure_cross_section, slice_areas_mm2
 
 
 @dataclass(frozen=True)
@@ -150,3 +150,23 @@ def extract_patches(prepared: PreparedCase, config: PatchConfig | None = None) -
     order = sorted(range(len(patches)), key=lambda p: (-patches[p].area_mm2, patches[p].node_id, patches[p].slice_index))
     patches = [patches[p] for p in order]
     return PatchSet(patches, config, bag=list(range(min(config.max_patches, len(patches)))))
+
+
+def patch_features(prepared: PreparedCase, patches: list[Patch], names) -> np.ndarray:
+    """Raw size/border features (P, F) of each patch's own cross-section: ``measure_cross_section`` of the
+    patch's node on the patch's slice, on the prepared grid (mm). The models' node features, in training on a
+    cohort and at prediction alike. ``names``: ``CrossSection`` fields; another name raises ValueError."""
+    unknown = [name for name in names if name not in CrossSection.__dataclass_fields__]
+    if unknown:
+        raise ValueError(f"unknown node feature(s) {', '.join(unknown)}")
+    nodes = {node.node_id: node for node in prepared.nodes}
+    spacing = prepared.image.spacing
+    sections: dict[tuple[int, int], CrossSection] = {}
+    rows = []
+    for patch in patches:
+        key = (patch.node_id, patch.slice_index)
+        if key not in sections:
+            node = nodes[patch.node_id]
+            sections[key] = measure_cross_section(node.mask[patch.slice_index - node.offset[0]], (spacing[0], spacing[1]))
+        rows.append([float(getattr(sections[key], name)) for name in names])
+    return np.asarray(rows, dtype=np.float32).reshape(len(patches), len(names))

@@ -2,8 +2,9 @@
 
 Each case is loaded and prepared with the foundation (``load_case``, ``prepare_case`` with a preset,
 ``extract_patches``); every node's patches (largest cross-section plus secondary slices) become training
-patches, with the size/border features of that cross-section (``measure_cross_section`` on the prepared
-grid). Labels are patient-level (N0 -> 0, N1/N2 -> 1): weak supervision; node labels are unknown (-1).
+patches, with the size/border features of that cross-section (``patches.patch_features``: the prepared grid,
+as at prediction). Labels are patient-level (N0 -> 0, N1/N2 -> 1): weak supervision; node labels are
+unknown (-1).
 """
 
 from __future__ import annotations
@@ -31,25 +32,6 @@ def has_clinical_data(dataset: NoduleDataset) -> bool:
     return any(value is not None for values in (dataset.clinical or {}).values() for value in values.values())
 
 
-def patch_features(prepared, patches, feature_names=DEFAULT_FEATURES) -> np.ndarray:
-    """Raw features (P, F) of patches: ``measure_cross_section`` of the patch's node on the patch's slice,
-    on the prepared grid (spacing in mm). Use the same function at prediction time."""
-    from ..measure import measure_cross_section
-
-    spacing = prepared.image.spacing
-    nodes = {node.node_id: node for node in prepared.nodes}
-    rows = []
-    for patch in patches:
-        node = nodes[patch.node_id]
-        cross = node.mask[patch.slice_index - node.offset[0]]
-        c = measure_cross_section(cross, (spacing[0], spacing[1]))
-        values = {"short_axis_mm": c.short_axis_mm, "long_axis_mm": c.long_axis_mm, "axis_ratio": c.axis_ratio,
-                  "convexity": c.convexity, "compactness": c.compactness, "area_mm2": c.area_mm2,
-                  "perimeter_mm": c.perimeter_mm}
-        rows.append([values[name] for name in feature_names])
-    return np.asarray(rows, dtype=np.float32).reshape(len(rows), len(feature_names))
-
-
 def load_cohort(manifest: str | Path, preset="mri-t2", patch_size: int = 32, fov_mm: float | None = None,
                 max_patches: int = 15, progress: bool = True, require_labels: bool = True) -> NoduleDataset:
     """A :class:`NoduleDataset` from a cohort manifest; ``preset``: a name, a preset .json or a ``Preset``.
@@ -57,7 +39,7 @@ def load_cohort(manifest: str | Path, preset="mri-t2", patch_size: int = 32, fov
     from ..case import load_case, prepare_case
     from ..cohort import read_manifest
     from ..errors import InputError
-    from ..patches import PatchConfig, extract_patches
+    from ..patches import PatchConfig, extract_patches, patch_features
     from ..presets import Preset, get_preset
 
     entries = read_manifest(manifest)
@@ -73,7 +55,7 @@ def load_cohort(manifest: str | Path, preset="mri-t2", patch_size: int = 32, fov
         patch_set = extract_patches(prepared, config)
         if not patch_set.patches:
             continue
-        f = patch_features(prepared, patch_set.patches)
+        f = patch_features(prepared, patch_set.patches, DEFAULT_FEATURES)
         for patch, row in zip(patch_set.patches, f, strict=True):
             patches.append(patch.image)
             masks.append(patch.mask)

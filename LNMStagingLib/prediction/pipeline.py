@@ -20,8 +20,8 @@ from ..bundle import ModelBundle, load_bundle
 from ..case import Case, PreparedCase, prepare_case
 from ..cohort import ClinicalData
 from ..errors import BundleError, CancelledError, InputError
-from ..measure import CrossSection, NodeMeasurement, measure_cross_section, measure_nodes
-from ..patches import PatchConfig, PatchSet, extract_patches
+from ..measure import NodeMeasurement, measure_nodes
+from ..patches import PatchConfig, PatchSet, extract_patches, patch_features
 from ..presets import Preset
 from . import criteria
 from .gradcam import node_gradcam
@@ -91,25 +91,6 @@ def bundle_settings(bundle: ModelBundle) -> tuple[Preset, PatchConfig]:
     if patch_config.size != bundle.config.patch_size and patch_config.fov_mm is None:
         raise BundleError(config_file, "patch_sampling.size differs from patch_size")
     return preset, patch_config
-
-
-def _patch_features(prepared: PreparedCase, patch_set: PatchSet, names: list[str]) -> np.ndarray:
-    """Raw size/border features of each patch's own cross-section (the model's inputs), (P, F)."""
-    nodes = {node.node_id: node for node in prepared.nodes}
-    spacing = prepared.image.spacing
-    rows = []
-    cache: dict[tuple[int, int], CrossSection] = {}
-    for patch in patch_set.patches:
-        node = nodes[patch.node_id]
-        key = (patch.node_id, patch.slice_index)
-        if key not in cache:
-            cache[key] = measure_cross_section(node.mask[patch.slice_index - node.offset[0]], (spacing[0], spacing[1]))
-        section = cache[key]
-        try:
-            rows.append([float(getattr(section, name)) for name in names])
-        except AttributeError as error:
-            raise BundleError(None, f"the model needs a node feature this version cannot measure ({error})") from None
-    return np.asarray(rows, dtype=np.float32).reshape(len(patch_set.patches), len(names))
 
 
 def _usable_patches(prepared: PreparedCase, measurements: list[NodeMeasurement], patch_set: PatchSet,
@@ -199,7 +180,10 @@ def _predict(case: Case, clinical: ClinicalData | None, bundle_path: Path | str 
     patch_set, too_small = _usable_patches(prepared, measurements, extract_patches(prepared, patch_config), pixel_mm)
     skipped += too_small
     names = list(bundle.config.feature_names)
-    features = _patch_features(prepared, patch_set, names)
+    try:
+        features = patch_features(prepared, patch_set.patches, names)
+    except ValueError as error:
+        raise BundleError(bundle.path / "config.json", f"the model needs a node feature this version cannot measure ({error})") from None
     images, masks, _ = patch_set.stacked(bag_only=False)
     model_input = bundle.prepare_patches(images, masks)
     usable = [m for m in measurements if any(p.node_id == m.node_id for p in patch_set.patches)]
@@ -261,7 +245,8 @@ def _predict(case: Case, clinical: ClinicalData | None, bundle_path: Path | str 
         nodes[-1].gradcam_in_node_fraction = float(cams[row][mask].sum()) / total if total > 0 else 0.0
         model_pixel_mm = pixel_mm * patch_config.size / cams.shape[-1]  # the image as the model saw it
         node_patches[m.node_id] = NodePatch(model_input[primary[row], 0].cpu().numpy(), mask,
-                                            patch.slice_index, float(model_pixel_mm))
+                                            patch.slice_index, float(model_pixel_mm),
+                                            NodePatch.resized_mapping(patch.patch_to_image, patch.image.shape, cams.shape[-2:]))
 
     per_member = [float(p) for p in patient.per_member]
     reasons = _uncertainty(patient.probability, per_member, patient.threshold)

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from .imaging import data_uri, overlay, strip, to_uint8, top_fraction, upscale
-from .results import DISCLAIMER, PredictionResult
+from .results import DISCLAIMER, UNCERTAIN_RANGE, PredictionResult
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1200px}
@@ -34,9 +34,10 @@ def _flag(value: bool) -> str:
 
 def _patient_section(result: PredictionResult) -> str:
     patient = result.patient
+    low, high = UNCERTAIN_RANGE
     uncertain = (f'<p class="uncertain">Uncertain: {_e("; ".join(patient.uncertainty_reasons))}. '
                  "Expert review is recommended (Keel et al. 2025, section 4.4).</p>") if patient.uncertain else \
-        "<p>Not flagged as uncertain (probability outside 0.33-0.66 and the ensemble agrees).</p>"
+        f"<p>Not flagged as uncertain (probability outside {low}-{high} and the ensemble agrees).</p>"
     clinical = patient.clinical
     return f"""<h2>Patient</h2>
 <div class="result">Probability of lymph node metastasis: <b>{patient.probability:.3f}</b>
@@ -98,13 +99,16 @@ def _criteria_section(result: PredictionResult) -> str:
     return f"<h2>Radiological criteria</h2><ul>{items}</ul>"
 
 
+def _card_value(value: Any) -> str:
+    return _e(value) if isinstance(value, str) else "<pre>" + _e(json.dumps(value, indent=1, default=str)) + "</pre>"
+
+
 def _model_section(result: PredictionResult) -> str:
     model = result.model
-    card = "".join(
-        f"<li><b>{_e(k.replace('_', ' '))}</b>: "
-        f"{_e(v) if isinstance(v, str) else '<pre>' + _e(json.dumps(v, indent=1, default=str)) + '</pre>'}</li>"
-        for k, v in model.card_summary.items()
-    )
+    # Training data and intended use always, first ("not stated in the model card" when the card lacks them).
+    entries = [("training data", model.model_data), ("intended use", model.intended_use)]
+    entries += [(k.replace("_", " "), v) for k, v in model.card_summary.items() if k not in ("data", "intended_use")]
+    card = "".join(f"<li><b>{_e(label)}</b>: {_card_value(value)}</li>" for label, value in entries)
     return f"""<h2>Model</h2>
 <p>{_e(model.name)} {_e(model.version)} (manifest SHA-256 <code>{_e(model.manifest_sha256)}</code>),
 preset {_e(model.preset)}, {model.n_members} ensemble members, threshold {model.threshold:.3f}

@@ -20,6 +20,7 @@ DISCLAIMER = (
     "diagnosis or treatment decisions. Every result needs review by a qualified radiologist."
 )
 UNCERTAIN_RANGE = (0.33, 0.66)  # Keel et al. 2025, section 4.4: predictions in this range deserve expert review
+NOT_STATED = "not stated in the model card"
 
 
 @dataclass
@@ -37,18 +38,22 @@ class ModelInfo:
 
     @property
     def intended_use(self) -> str:
-        return str(self.card_summary.get("intended_use", "not stated in the model card"))
+        use = self.card_summary.get("intended_use")
+        if isinstance(use, list | tuple):  # model cards list it as sentences
+            use = " ".join(str(item) for item in use)
+        return str(use) if use else NOT_STATED
 
     @property
     def model_data(self) -> Any:
-        return self.card_summary.get("data", "not stated in the model card")
+        return self.card_summary.get("data") or NOT_STATED
 
     def context_line(self) -> str:
         """One line to print beside a probability: the model, its training data, intended use, research only."""
         data = self.model_data
         data = data.get("source", data) if isinstance(data, dict) else data
-        use = self.card_summary.get("intended_use", "not stated in the model card")
-        use = use[0] if isinstance(use, list) and use else use
+        use = self.card_summary.get("intended_use") or NOT_STATED
+        use = str(use[0] if isinstance(use, list) else use).strip()
+        use = use if use.endswith((".", "!", "?")) else use + "."
         return (f"model {self.name} {self.version}; trained on: {data}; intended use: {use} "
                 "Research use only, not a medical device.")
 
@@ -143,6 +148,30 @@ class NodePatch:
     mask: np.ndarray  # (H, W) bool
     slice_index: int  # axial slice on the preset grid
     pixel_mm: float  # patch pixel size
+    # 4x4: pixel (col, row, 0, 1) of ``image`` -> continuous index (i, j, k, 1) of the input image (the case's
+    # own grid, before the canonical LPS orientation and the preset), e.g. to place the patch or a
+    # traversal frame in world coordinates: image IJK-to-world @ patch_to_image.
+    patch_to_image: np.ndarray
+
+    @staticmethod
+    def resized_mapping(patch_to_image: np.ndarray, shape: tuple[int, ...], new_shape: tuple[int, ...]) -> np.ndarray:
+        """The ``patch_to_image`` of a patch of ``shape`` (rows, cols) resampled to ``new_shape`` over the same
+        field of view (the model's input size, a traversal frame's size).
+
+        Pixel-centre convention of the bilinear resizing with ``align_corners=False`` and of the area resizing
+        used for the model input and the Grad-CAM maps (and of ``PatchSet.write_back``): an n-pixel axis spans
+        -0.5 .. n - 0.5, so pixel c of the new grid is c * s + (s - 1) / 2 of the old, s = old / new size.
+        """
+        scale = np.eye(4)
+        for axis, (old, new) in enumerate(zip(tuple(shape)[::-1], tuple(new_shape)[::-1], strict=True)):  # cols, rows
+            step = float(old) / float(new)
+            scale[axis, axis], scale[axis, 3] = step, (step - 1.0) / 2.0
+        return np.asarray(patch_to_image, dtype=np.float64) @ scale
+
+    def frame_to_image(self, frame_shape: tuple[int, ...]) -> np.ndarray:
+        """4x4: pixel (col, row, 0, 1) of a frame of ``frame_shape`` (rows, cols) over this patch's field of view
+        (a traversal frame, a Grad-CAM map) -> continuous index (i, j, k, 1) of the input image."""
+        return self.resized_mapping(self.patch_to_image, self.image.shape[-2:], tuple(frame_shape)[-2:])
 
 
 @dataclass

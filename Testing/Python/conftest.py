@@ -116,3 +116,33 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def write_dicom_series():
+    """A function writing a 3D image as a DICOM series folder of the given modality (real GDCM files)."""
+    import SimpleITK as sitk
+
+    from LNMStagingLib.imageio import preserved_locale
+
+    def write(image, folder: Path, modality: str = "MR") -> Path:
+        folder.mkdir(parents=True)
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()
+        spacing, direction = image.GetSpacing(), image.GetDirection()
+        series = "1.2.826.0.1.3680043.2.1125.1.4242"
+        with preserved_locale():  # GDCM's writer switches the process to the C locale
+            for k in range(image.GetDepth()):
+                plane = sitk.Cast(image[:, :, k], sitk.sitkInt16)
+                origin = image.TransformIndexToPhysicalPoint((0, 0, k))
+                for tag, value in (("0008|0060", modality), ("0020|000e", series), ("0020|0013", str(k + 1)),
+                                   ("0020|0032", "\\".join(f"{v:.4f}" for v in origin)),
+                                   ("0020|0037", "\\".join(f"{direction[a]:g}" for a in (0, 3, 6, 1, 4, 7))),
+                                   ("0028|0030", f"{spacing[1]}\\{spacing[0]}"), ("0018|0050", str(spacing[2])),
+                                   ("0008|0018", f"{series}.{k + 1}")):
+                    plane.SetMetaData(tag, value)
+                writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
+                writer.Execute(plane)
+        return folder
+
+    return write

@@ -11,7 +11,7 @@ import SimpleITK as sitk
 from LNMStagingLib.case import load_case
 from LNMStagingLib.cohort import read_manifest
 from LNMStagingLib.errors import InputError
-from LNMStagingLib.imageio import preserved_locale, read_image, read_modality
+from LNMStagingLib.imageio import read_image, read_modality
 from LNMStagingLib.presets import BUILTIN_PRESETS, Preset, get_preset
 from LNMStagingLib.segmentation import read_segmentation
 
@@ -36,34 +36,16 @@ def test_formats_read_the_same_voxels(phantom_files, tmp_path, suffix):
     assert np.allclose(image.GetOrigin(), reference.GetOrigin(), atol=1e-4)
 
 
-def test_dicom_series_folder(phantom_files, tmp_path):
+def test_dicom_series_folder(phantom_files, tmp_path, write_dicom_series):
     encoding = locale.getpreferredencoding(False)
     reference = sitk.ReadImage(str(phantom_files.image))
-    folder = tmp_path / "dicom"
-    folder.mkdir()
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    series_uid = "1.2.826.0.1.3680043.2.1125.1"
-    with preserved_locale():  # GDCM's writer switches the process to the C locale
-        _write_dicom_series(reference, folder, writer, series_uid)
+    folder = write_dicom_series(reference, tmp_path / "dicom", "MR")
     image = read_image(folder)
     assert image.GetSize() == reference.GetSize()
     assert np.allclose(image.GetSpacing(), reference.GetSpacing(), atol=1e-3)
     assert np.array_equal(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(reference))
     assert read_modality(folder) == "MR"
     assert locale.getpreferredencoding(False) == encoding
-
-
-def _write_dicom_series(reference, folder, writer, series_uid):
-    for k in range(reference.GetSize()[2]):
-        slice_image = reference[:, :, k]
-        origin = reference.TransformIndexToPhysicalPoint((0, 0, k))
-        for tag, value in (("0020|000e", series_uid), ("0020|0032", "\\".join(f"{v:.4f}" for v in origin)),
-                           ("0020|0037", "1\\0\\0\\0\\1\\0"), ("0020|0013", str(k + 1)), ("0008|0060", "MR"),
-                           ("0018|0050", f"{reference.GetSpacing()[2]}")):
-            slice_image.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
-        writer.Execute(slice_image)
 
 
 def test_labelmap_and_seg_nrrd_give_the_same_nodes(phantom_files):

@@ -130,7 +130,7 @@ def test_benchmark_quick_runs_all_methods_on_the_same_folds(synthetic_data, tmp_
     out = tmp_path / "bench"
     path = run_benchmark(synthetic_data, out, methods=("size", "vae"), n_folds=2, quick=True, progress=False,
                          command="test", log=lambda *_: None, n_boot=50)
-    table = path.read_text()
+    table = path.read_text(encoding="utf-8")
     assert "Size-only" in table and "VAE-MLP (Gaussian)" in table and "Wall time" in table
     tests = {}
     for method in ("size", "vae"):
@@ -268,7 +268,7 @@ def test_benchmark_on_a_cohort_has_patient_rows_and_the_clinical_ablation(phanto
     assert main(["benchmark", "cohort", "--manifest", str(phantom_cohort), "--preset", "ct", "--fov-mm", "30",
                  "--out", str(out), "--methods", "size,vae,vae_no_clinical", "--folds", "2", "--quick",
                  "--no-progress", "--threads", "1"]) == 0
-    table = (out / "benchmark.md").read_text()
+    table = (out / "benchmark.md").read_text(encoding="utf-8")
     assert "Cohort benchmark (cohort.csv, preset ct)" in table and "2-fold" in table
     assert "VAE-MLP without clinical data (ablation)" in table and "n/a (no node labels)" in table
     for k in range(2):

@@ -186,27 +186,8 @@ def test_preset_mismatch_is_refused(phantom_files, tiny_bundle_dir, tmp_path, ca
                       "--preset", "mri-t2"], tmp_path / "out", "expects preset lidc-png, the image was declared mri-t2")
 
 
-def _dicom_series(image: sitk.Image, folder, modality: str):
-    folder.mkdir()
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    spacing, direction = image.GetSpacing(), image.GetDirection()
-    series = "1.2.826.0.1.3680043.2.1125.1.4242"
-    for k in range(image.GetDepth()):
-        plane = sitk.Cast(image[:, :, k], sitk.sitkInt16)
-        for tag, value in (("0008|0060", modality), ("0020|000e", series), ("0020|0013", str(k + 1)),
-                           ("0020|0032", "\\".join(f"{v:.4f}" for v in image.TransformIndexToPhysicalPoint((0, 0, k)))),
-                           ("0020|0037", "\\".join(f"{direction[a]:g}" for a in (0, 3, 6, 1, 4, 7))),
-                           ("0028|0030", f"{spacing[1]}\\{spacing[0]}"), ("0018|0050", str(spacing[2])),
-                           ("0008|0018", f"{series}.{k + 1}")):
-            plane.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
-        writer.Execute(plane)
-
-
-def test_dicom_modality_mismatch_is_refused(phantom_files, tiny_bundle_dir, tmp_path, capsys):
-    folder = tmp_path / "dicom"
-    _dicom_series(sitk.ReadImage(str(phantom_files.image)), folder, "MR")
+def test_dicom_modality_mismatch_is_refused(phantom_files, tiny_bundle_dir, tmp_path, capsys, write_dicom_series):
+    folder = write_dicom_series(sitk.ReadImage(str(phantom_files.image)), tmp_path / "dicom", "MR")
     _refused(capsys, ["predict", str(folder), str(phantom_files.segmentation), "--model", str(tiny_bundle_dir)],
              tmp_path / "out", "expects CT images (preset lidc-png), the image is DICOM modality MR")
 
@@ -276,3 +257,99 @@ def test_a_resampling_preset_maps_everything_back_to_the_input_grid(phantom_case
         k = int(np.argmax((labels == node.node_id).sum(axis=(1, 2))))
         assert result.heatmap[k][labels[k] == node.node_id].max() > 0, node.segment_name
     assert result.node(4).short_axis_mm == pytest.approx(10.0, abs=1.0)
+
+
+# ------------------------------------------------------------------------------- where each patch lies
+def _stored_flipped(path, axis: int, out):
+    """The same physical image stored with its index axis ``axis`` (0 = i, 1 = j) reversed."""
+    image = sitk.ReadImage(str(path))
+    flipped = sitk.GetImageFromArray(np.flip(sitk.GetArrayFromImage(image), axis=2 - axis).copy())
+    flipped.SetSpacing(image.GetSpacing())
+    last = [0, 0, 0]
+    last[axis] = image.GetSize()[axis] - 1
+    flipped.SetOrigin(image.TransformContinuousIndexToPhysicalPoint(last))
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    direction[:, axis] *= -1
+    flipped.SetDirection(direction.ravel().tolist())
+    sitk.WriteImage(flipped, str(out), True)
+    return out
+
+
+def _patch_to_lps(path, node_patch) -> np.ndarray:
+    from LNMStagingLib.volume import Volume
+
+    return Volume.from_sitk(sitk.ReadImage(str(path))).index_to_lps() @ node_patch.patch_to_image
+
+
+@pytest.mark.parametrize("axis", [0, 1], ids=["i to the right", "j to anterior"])
+def test_node_patch_lies_in_the_same_place_whatever_the_storage_order(phantom_files, tiny_bundle, tmp_path, axis):
+    """NodePatch.patch_to_image takes patch pixels to the input image's own indices: on an image stored
+    mirrored, the patch lands on the same physical place, columns to the patient's left, rows to posterior."""
+    from LNMStagingLib.case import load_case
+
+    original = predict_case(load_case(phantom_files.image, phantom_files.labelmap), bundle=tiny_bundle)
+    image = _stored_flipped(phantom_files.image, axis, tmp_path / "image.nrrd")
+    labels = _stored_flipped(phantom_files.labelmap, axis, tmp_path / "labels.nrrd")
+    mirrored = predict_case(load_case(image, labels), bundle=tiny_bundle)
+    assert [n.probability for n in mirrored.nodes] == pytest.approx([n.probability for n in original.nodes], abs=1e-6)
+    for node_id, patch in original.node_patches.items():
+        placed = _patch_to_lps(phantom_files.image, patch)
+        assert np.allclose(_patch_to_lps(image, mirrored.node_patches[node_id]), placed, atol=1e-6), node_id
+        assert np.allclose(placed[:3, :2], [[patch.pixel_mm, 0], [0, patch.pixel_mm], [0, 0]], atol=1e-6), placed
+        # the patch centre is the node's largest cross-section's centroid (on the phantom's LPS-aligned grid)
+        size = patch.image.shape[-1]
+        i, j, k = (patch.patch_to_image @ [(size - 1) / 2, (size - 1) / 2, 0, 1])[:3]
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(phantom_files.labelmap)))[int(round(k))] == node_id
+        rows, cols = np.nonzero(mask)
+        assert k == pytest.approx(round(k)) and (i, j) == pytest.approx((cols.mean(), rows.mean()), abs=1e-6)
+
+
+def test_node_patch_mapping_follows_a_resized_model_input(phantom_case, tiny_bundle_dir, phantom_prediction, tmp_path):
+    """A bundle sampling 64-pixel patches for its 32-pixel model (same field of view): the model's patch
+    pixels are mapped with the resizing's pixel centres, so the patch lies exactly where the 32-pixel
+    sampling puts it."""
+    import shutil
+
+    from LNMStagingLib.bundle import load_bundle, write_manifest
+    from LNMStagingLib.case import prepare_case
+    from LNMStagingLib.patches import extract_patches
+    from LNMStagingLib.prediction.pipeline import bundle_settings
+
+    variant = tmp_path / "resizing-bundle"
+    shutil.copytree(tiny_bundle_dir, variant)
+    config = json.loads((variant / "config.json").read_text())
+    config["patch_sampling"]["size"] = 2 * config["patch_size"]
+    (variant / "config.json").write_text(json.dumps(config))
+    (variant / "manifest.json").unlink()
+    write_manifest(variant, config["name"], config["version"])
+    result = predict_case(phantom_case, bundle_path=variant)
+    preset, patch_config = bundle_settings(load_bundle(variant))
+    patches = extract_patches(prepare_case(phantom_case, preset), patch_config)
+    sampled, model = patch_config.size, config["patch_size"]
+    for node_id, patch in result.node_patches.items():
+        assert patch.image.shape == (model, model)
+        assert np.allclose(patch.patch_to_image, phantom_prediction.node_patches[node_id].patch_to_image, atol=1e-9)
+        primary = patches.patches[patches.primary_index(node_id)]
+        for model_pixel, sampled_pixel in (((model - 1) / 2, (sampled - 1) / 2), (-0.5, -0.5), (model - 0.5, sampled - 0.5)):
+            assert np.allclose(patch.patch_to_image @ [model_pixel, model_pixel, 0, 1],
+                               primary.patch_to_image @ [sampled_pixel, sampled_pixel, 0, 1], atol=1e-9)
+        # a traversal frame of another size over the same field: the same placement rule
+        assert np.allclose(patch.frame_to_image((sampled, sampled)), primary.patch_to_image, atol=1e-9)
+
+
+# ------------------------------------------------------------------------------- what travels with a probability
+def test_html_states_training_data_and_intended_use_even_when_the_card_lacks_them(phantom_prediction, monkeypatch):
+    import dataclasses
+
+    from LNMStagingLib.prediction import report_html
+
+    html = report_html.render_html(phantom_prediction)
+    assert "<b>training data</b>" in html and "<b>intended use</b>" in html
+    assert phantom_prediction.model.intended_use in html and not phantom_prediction.model.intended_use.startswith("[")
+    bare = dataclasses.replace(phantom_prediction, model=dataclasses.replace(phantom_prediction.model, card_summary={}))
+    html = report_html.render_html(bare)
+    assert html.count("not stated in the model card") == 2
+    assert "not stated in the model card" in bare.model.context_line()
+    monkeypatch.setattr(report_html, "UNCERTAIN_RANGE", (0.25, 0.75))
+    calm = dataclasses.replace(bare, patient=dataclasses.replace(bare.patient, uncertain=False))
+    assert "probability outside 0.25-0.75" in report_html.render_html(calm)

@@ -27,7 +27,7 @@ import LNMStagingScenarios as scenarios  # noqa: E402
 
 @pytest.mark.parametrize("scenario", scenarios.SCENARIOS, ids=lambda scenario: scenario.__name__)
 def test_slicer_scenario(scenario, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    if scenario is scenarios.scenarioPredict and scenarios.predictionLibraryAvailable():
+    if scenario.__name__ in scenarios.MODEL_SCENARIOS and scenarios.predictionLibraryAvailable():
         from LNMStagingLib.bundle import list_bundles
 
         if not list_bundles():  # no bundled model: the tiny test bundle (conftest) stands in
@@ -44,7 +44,7 @@ def test_slicer_logic_imports_no_application_api() -> None:
     tree = ast.parse((MODULE_DIR / "LNMStagingLogic.py").read_text())
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-    assert imported <= {"__future__", "collections", "dataclasses", "pathlib", "typing", "numpy", "slicer", "vtk", "LNMStagingLib"}, imported
+    assert imported <= {"__future__", "collections", "dataclasses", "pathlib", "time", "typing", "numpy", "slicer", "vtk", "LNMStagingLib"}, imported
     forbidden = {"app", "modules", "mrmlScene", "ScriptedLoadableModule"}
     used = {node.attr for node in ast.walk(tree)
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "slicer"}
@@ -76,9 +76,8 @@ def test_slicer_module_file_compiles() -> None:
     compile((MODULE_DIR / "LNMStaging.py").read_text(), "LNMStaging.py", "exec")
 
 
-def test_slicer_module_loads_with_stubbed_application(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Import LNMStaging.py with the application-only modules stubbed: catches errors at import and class
-    definition (names, the parameter node's fields), and checks the dependency list it installs."""
+def _loadModuleWithStubbedApplication(monkeypatch: pytest.MonkeyPatch):
+    """LNMStaging.py imported with the application-only modules (qt, ScriptedLoadableModule, ...) stubbed."""
     import importlib.util
     import types
 
@@ -97,7 +96,13 @@ def test_slicer_module_loads_with_stubbed_application(monkeypatch: pytest.Monkey
     spec = importlib.util.spec_from_file_location("LNMStagingModuleUnderTest", MODULE_DIR / "LNMStaging.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
 
+
+def test_slicer_module_loads_with_stubbed_application(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Import LNMStaging.py with the application-only modules stubbed: catches errors at import and class
+    definition (names, the parameter node's fields), and checks the dependency list it installs."""
+    module = _loadModuleWithStubbedApplication(monkeypatch)
     fields = module.LNMStagingParameterNode.__annotations__
     ui = (MODULE_DIR / "Resources" / "UI" / "LNMStaging.ui").read_text()
     for field in fields:  # every parameter is bound to a widget through SlicerParameterName
@@ -121,3 +126,41 @@ def test_slicer_logic_hides_itself_from_the_module_list() -> None:
     LNMStagingLogic(moduleObject)
     assert moduleObject.hidden is True
     LNMStagingLogic()  # the ordinary use
+
+
+def test_slicer_sample_data_registers(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The phantom registers in Sample Data: Slicer's SampleDataSource zips fileNames, nodeNames and the file
+    types of the uris, so they must be (empty) lists; a failure is a warning, not buried at info level."""
+    import logging
+    import types
+
+    module = _loadModuleWithStubbedApplication(monkeypatch)
+    registered = []
+
+    def register(category="Custom", sampleName=None, uris=None, fileNames=None, nodeNames=None, customDownloader=None,
+                 thumbnailFileName=None, loadFileType="VolumeFile", loadFiles=None, loadFileProperties=None, checksums=None):
+        # what SampleData.SampleDataSource.__init__ does with them (Slicer 5.x)
+        if isinstance(uris, list | tuple):
+            nodeNames = [None] * len(uris) if nodeNames is None else nodeNames
+            loadFileType = [loadFileType] * len(uris) if isinstance(loadFileType, str) else loadFileType
+        list(zip(fileNames, nodeNames, loadFileType, strict=False))
+        if not len(uris) == len(fileNames) == len(nodeNames):
+            raise ValueError("All fields of sample data source must have the same length")
+        registered.append((category, sampleName, customDownloader))
+
+    sampleData = types.ModuleType("SampleData")
+    sampleData.SampleDataLogic = types.SimpleNamespace(registerCustomSampleDataSource=register)
+    monkeypatch.setitem(sys.modules, "SampleData", sampleData)
+    with caplog.at_level(logging.INFO):
+        module.registerSampleData()
+    assert [(category, name) for category, name, _ in registered] == [("LNMStaging", "LNMStagingPhantom")]
+    assert callable(registered[0][2]) and not caplog.records
+
+    def refuse(**kwargs):
+        raise TypeError("unexpected keyword argument 'customDownloader'")
+
+    sampleData.SampleDataLogic = types.SimpleNamespace(registerCustomSampleDataSource=refuse)
+    with caplog.at_level(logging.INFO):
+        module.registerSampleData()
+    assert [record.levelno for record in caplog.records] == [logging.WARNING], caplog.records
+    assert "customDownloader" in caplog.records[0].getMessage()

@@ -21,8 +21,10 @@ import SimpleITK as sitk
 import slicer
 import vtk
 from LNMStagingLogic import (
+    MODEL_CONTEXT_COLUMN,
     OUTPUT_ATTRIBUTE,
     PROBABILITY_TAG,
+    RAS_TO_LPS,
     LNMStagingLogic,
     PreparedInputs,
     predictionLibraryAvailable,
@@ -35,6 +37,9 @@ from LNMStagingLib.volume import Volume
 
 PREDICTION_MISSING = "prediction library not available yet"
 TRAVERSAL_FRAMES = 7
+STAND_IN_PATCH = (32, 28.8)  # the stand-in result's patches: 32 x 32 pixels of 0.9 mm
+STAND_IN_CONTEXT = ("model stand-in 0; trained on: nothing (a test stand-in); intended use: software tests. "
+                    "Research use only, not a medical device.")
 
 
 class Skip(Exception):
@@ -321,12 +326,47 @@ def _expectInputError(call: Callable[[], Any], fragment: str) -> None:
     raise AssertionError(f"no InputError (expected one mentioning {fragment!r})")
 
 
-def fakePredictionResult(prepared: PreparedInputs) -> SimpleNamespace:
+@dataclass
+class StandInNodePatch:
+    """LNMStagingLib's NodePatch where the prediction library (torch) is missing: the same fields the module
+    reads and the same resizing of ``patch_to_image`` (pixel centres as in ``NodePatch.resized_mapping``)."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    slice_index: int
+    pixel_mm: float
+    patch_to_image: np.ndarray
+
+    def frame_to_image(self, frame_shape: tuple[int, ...]) -> np.ndarray:
+        scale = np.eye(4)
+        for axis, (old, new) in enumerate(zip(self.image.shape[::-1], tuple(frame_shape)[-2:][::-1], strict=True)):
+            scale[axis, axis], scale[axis, 3] = old / new, (old / new - 1.0) / 2.0
+        return self.patch_to_image @ scale
+
+
+def libraryNodePatches(prepared: PreparedInputs) -> dict[int, Any]:
+    """Each node's primary patch cut by the library itself (canonical LPS orientation, patch sampling) as the
+    prediction reports it, so that the stand-in result places frames exactly as a real one."""
+    from LNMStagingLib.case import Case, prepare_case
+    from LNMStagingLib.patches import PatchConfig, extract_patches
+
+    try:
+        from LNMStagingLib.prediction.results import NodePatch
+    except ImportError:  # no torch here: the stand-in
+        NodePatch = StandInNodePatch
+    size, fovMm = STAND_IN_PATCH
+    patchSet = extract_patches(prepare_case(Case.from_volume(prepared.volume, prepared.nodes), None), PatchConfig(size, fovMm))
+    return {patch.node_id: NodePatch(patch.image, patch.mask, patch.slice_index, fovMm / size, patch.patch_to_image)
+            for patch in patchSet.patches if patch.is_primary}
+
+
+def fakePredictionResult(prepared: PreparedInputs, frameSize: int = 32) -> SimpleNamespace:
     """A stand-in with the fields of LNMStagingLib's PredictionResult that the module reads, to test the
-    scene outputs without a model (the real result goes through the same checks in scenarioPredict)."""
+    scene outputs without a model (the real result goes through the same checks in scenarioPredict). The
+    node patches are the library's own; ``frameSize`` other than the patch size exercises the resizing."""
     shape = prepared.volume.array.shape
     heatmap = np.zeros(shape, np.float32)
-    rows, traversals, patches = [], {}, {}
+    rows, traversals = [], {}
     for index, region in enumerate(prepared.nodes):
         probability = (index + 1) / (len(prepared.nodes) + 1)
         heatmap[region.slices()][region.mask] = probability
@@ -336,13 +376,60 @@ def fakePredictionResult(prepared: PreparedInputs) -> SimpleNamespace:
             short_axis_mm=4.0 + index, long_axis_mm=6.0 + index, axis_ratio=0.7, convexity=0.95, compactness=1.1,
             criteria={"esgar": esgar, "lateral_short_axis_7mm": 4.0 + index >= 7.0},
         ))
-        frames = np.random.default_rng(index).random((TRAVERSAL_FRAMES, 32, 32)).astype(np.float32)
+        frames = np.random.default_rng(index).random((TRAVERSAL_FRAMES, frameSize, frameSize)).astype(np.float32)
         traversals[region.node_id] = {"growth": frames, "border_irregularity": frames[::-1]}
-        patches[region.node_id] = SimpleNamespace(pixel_mm=0.9)
     patient = SimpleNamespace(probability=0.7, std=0.1, decision="N+ (node positive)", threshold=0.5, uncertain=False,
                               uncertainty_reasons=[])
-    return SimpleNamespace(patient=patient, nodes=rows, heatmap=heatmap, traversals=traversals, node_patches=patches,
-                           skipped_nodes=[], model=SimpleNamespace(name="stand-in", version="0"))
+    model = SimpleNamespace(name="stand-in", version="0", context_line=lambda: STAND_IN_CONTEXT)
+    return SimpleNamespace(patient=patient, nodes=rows, heatmap=heatmap, traversals=traversals,
+                           node_patches=libraryNodePatches(prepared), skipped_nodes=[], model=model)
+
+
+def _canonicalAxes(ijkToLps: np.ndarray) -> list[tuple[int, float]]:
+    """For LPS x, y, z: the volume's index axis (0 = i, 1 = j, 2 = k) closest to it and the sign along which
+    it runs that way, chosen greedily in that order: the library's canonical orientation, written out here
+    independently of it."""
+    directions = ijkToLps[:3, :3] / np.linalg.norm(ijkToLps[:3, :3], axis=0)
+    remaining, axes = [0, 1, 2], []
+    for worldAxis in range(3):
+        axis = max(remaining, key=lambda a: abs(directions[worldAxis, a]))
+        remaining.remove(axis)
+        axes.append((axis, 1.0 if directions[worldAxis, axis] > 0 else -1.0))
+    return axes
+
+
+def checkTraversalGeometry(prepared: PreparedInputs, outputs: Any) -> None:
+    """Every traversal frame lies where the model's patch was cut: its centre on the centroid of the node's
+    largest axial cross-section (within half a patch pixel in-plane, in its plane), its columns running to
+    the patient's left and its rows to posterior (the patch convention of the report: patient right on the
+    left, anterior at the top), one patch pixel per frame pixel (rescaled when the frame has another size)."""
+    ijkToLps = RAS_TO_LPS @ prepared.ijkToWorld
+    (axisL, signL), (axisP, signP), (axisS, signS) = _canonicalAxes(ijkToLps)
+    unit = ijkToLps[:3, :3] / np.linalg.norm(ijkToLps[:3, :3], axis=0)
+    regions = {region.node_id: region for region in prepared.nodes}
+    for nodeId, sequenceNode in outputs.sequenceNodes.items():
+        frames = np.asarray(outputs.result.traversals[nodeId]["growth"])
+        rows, cols = frames.shape[-2:]
+        patch = outputs.result.node_patches[nodeId]
+        pixelMm = patch.pixel_mm * patch.image.shape[-1] / cols
+        matrix = vtk.vtkMatrix4x4()
+        sequenceNode.GetNthDataNode(0).GetIJKToRASMatrix(matrix)
+        frameToLps = RAS_TO_LPS @ slicer.util.arrayFromVTKMatrix(matrix)
+        column, row = frameToLps[:3, 0], frameToLps[:3, 1]
+        assert np.allclose(column, pixelMm * signL * unit[:, axisL], atol=1e-4), f"node {nodeId}: column {column} (mirrored or turned)"
+        assert np.allclose(row, pixelMm * signP * unit[:, axisP], atol=1e-4), f"node {nodeId}: row {row} (mirrored or turned)"
+        # The node's largest cross-section across the S axis (the first one in the S direction on a tie).
+        region = regions[nodeId]
+        ijk = (np.argwhere(region.mask) + np.array(region.offset))[:, ::-1]  # (i, j, k) of every node voxel
+        planes, counts = np.unique(ijk[:, axisS], return_counts=True)
+        largest = planes[counts == counts.max()]
+        plane = largest.min() if signS > 0 else largest.max()
+        centroid = (ijkToLps @ np.append(ijk[ijk[:, axisS] == plane].mean(axis=0), 1.0))[:3]
+        centre = (frameToLps @ np.array([(cols - 1) / 2.0, (rows - 1) / 2.0, 0.0, 1.0]))[:3]
+        offset = centre - centroid
+        inPlane = [abs(float(offset @ unit[:, axis])) for axis in (axisL, axisP)]
+        assert max(inPlane) <= pixelMm / 2 + 1e-6, f"node {nodeId}: frame centre {centre} is {inPlane} mm off the node's centroid {centroid}"
+        assert abs(float(offset @ np.cross(column, row) / np.linalg.norm(np.cross(column, row)))) < 1e-3, f"node {nodeId}: frame out of the node's plane"
 
 
 def checkOutputs(context: SceneContext, prepared: PreparedInputs, outputs: Any, expectedProbabilities: dict[str, float] | None = None) -> None:
@@ -357,6 +444,14 @@ def checkOutputs(context: SceneContext, prepared: PreparedInputs, outputs: Any, 
         for name, probability in zip(names, probabilities, strict=True):
             assert abs(probability - expectedProbabilities[name]) <= 1e-5, (name, probability, expectedProbabilities[name])
     assert outputs.patientTableNode.GetNumberOfRows() == 1
+    # Every table with a probability carries the model's training data, intended use and "research use only".
+    context = outputs.result.model.context_line()
+    assert "trained on" in context and "intended use" in context and "Research use only" in context, context
+    for tableNode in (outputs.tableNode, outputs.patientTableNode):
+        column = tableNode.GetTable().GetColumnByName(MODEL_CONTEXT_COLUMN)
+        assert column is not None, f"{tableNode.GetName()} has no '{MODEL_CONTEXT_COLUMN}' column"
+        values = [column.GetValue(r) for r in range(tableNode.GetNumberOfRows())]
+        assert values and all(value == context for value in values), values
 
     # Heatmap: the input volume's geometry exactly, its mass on the nodes.
     heatmapNode = outputs.heatmapNode
@@ -375,7 +470,8 @@ def checkOutputs(context: SceneContext, prepared: PreparedInputs, outputs: Any, 
     for region in prepared.nodes:
         # The field the model saw around the node: its patches (pixel size x frame size), on its slices
         # (+-1 for interpolation), centred on its box.
-        side = outputs.result.node_patches[region.node_id].pixel_mm * outputs.result.traversals[region.node_id]["growth"].shape[-1]
+        patch = outputs.result.node_patches[region.node_id]
+        side = patch.pixel_mm * patch.image.shape[-1]
         halfI, halfJ = (int(np.ceil(side / 2 / spacing[axis])) + 1 for axis in (0, 1))
         k, j, i = region.offset
         nk, nj, ni = region.mask.shape
@@ -398,6 +494,7 @@ def checkOutputs(context: SceneContext, prepared: PreparedInputs, outputs: Any, 
         frames = outputs.result.traversals[nodeId]["growth"]
         assert sequenceNode.GetNumberOfDataNodes() == len(frames), (sequenceNode.GetNumberOfDataNodes(), len(frames))
         assert outputs.browserNodes[nodeId].GetMasterSequenceNode() is sequenceNode
+    checkTraversalGeometry(prepared, outputs)
     for node in (outputs.tableNode, heatmapNode, *outputs.sequenceNodes.values()):
         assert node.GetAttribute(OUTPUT_ATTRIBUTE), node.GetName()
 
@@ -467,6 +564,102 @@ def scenarioPredict(context: SceneContext, folder: Path) -> None:
     assert scene.GetNumberOfNodes() == count, f"rerun changed the node count: {count} -> {scene.GetNumberOfNodes()}"
 
 
+# Volumes stored along other axes than LPS (k, j, i) -> direction columns i, j, k in LPS, spacing, and the
+# size of the stand-in traversal frames (other than the 32-pixel patch: the mapping is rescaled).
+REORIENTED_GRIDS = {
+    "i to the patient's right": (np.diag([-1.0, 1.0, 1.0]), (0.7, 0.8, 2.5), 32),
+    "j to anterior": (np.diag([1.0, -1.0, 1.0]), (0.7, 0.8, 2.5), 16),
+    "coronal, j to inferior": (np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]]), (0.7, 0.8, 2.0), 48),
+}
+
+
+def _writeReorientedCase(folder: Path, direction: np.ndarray, spacing: tuple[float, float, float]) -> tuple[Path, Path]:
+    """Three ellipsoid nodes (one off the voxel centres) on a volume with the given axes, sized in mm so that
+    every node spans several voxels whatever axis it lies along."""
+    folder.mkdir(parents=True, exist_ok=True)
+    extent_mm = np.array([40.0, 36.0, 44.0])  # along i, j, k
+    shape_ijk = np.maximum(np.round(extent_mm / np.array(spacing)).astype(int), 12)
+    kk, jj, ii = np.indices(tuple(shape_ijk[::-1]))
+    position = [ii * spacing[0], jj * spacing[1], kk * spacing[2]]  # mm along each index axis
+    labels = np.zeros(kk.shape, np.uint8)
+    for label, centre, radii in ((1, (12.3, 11.6, 14.0), (5.0, 4.0, 6.0)), (2, (27.0, 24.4, 28.0), (6.5, 5.0, 7.0)),
+                                 (3, (28.5, 10.2, 18.0), (4.0, 6.0, 5.0))):
+        inside = sum(((position[a] - centre[a]) / radii[a]) ** 2 for a in range(3)) <= 1.0
+        labels[inside] = label
+    image = np.random.default_rng(7).normal(100.0, 10.0, labels.shape) + 150.0 * (labels > 0)
+    volume = Volume(image.astype(np.float32), spacing, (-15.0, 20.0, -30.0), direction)
+    imagePath, labelmapPath = folder / "image.nrrd", folder / "labels.nrrd"
+    sitk.WriteImage(volume.to_sitk(), str(imagePath))
+    sitk.WriteImage(volume.with_array(labels).to_sitk(), str(labelmapPath), True)
+    return imagePath, labelmapPath
+
+
+def scenarioTraversalFramesOnReorientedGrids(context: SceneContext, folder: Path) -> None:
+    """Volumes whose axes are mirrored or permuted against LPS: every traversal frame lies on its node's
+    largest axial cross-section, centred on it, with the report's orientation (not mirrored, not in the
+    volume's own slice plane); with the library's patches on a stand-in result and, when a model is
+    installed, on a real prediction."""
+    logic = LNMStagingLogic()
+    predictHere = predictionLibraryAvailable()
+    if predictHere:
+        from LNMStagingLib.bundle import list_bundles
+
+        predictHere = bool(list_bundles())
+    for index, (name, (direction, spacing, frameSize)) in enumerate(REORIENTED_GRIDS.items()):
+        imagePath, labelmapPath = _writeReorientedCase(folder / f"grid{index}", direction, spacing)
+        volumeNode = loadVolume(context.scene, imagePath, f"grid {index}")
+        segmentationNode = segmentationFromLabelmap(context.scene, loadLabelmap(context.scene, labelmapPath), f"grid {index} nodes")
+        prepared = logic.prepareInputs(volumeNode, segmentationNode)
+        assert len(prepared.nodes) == 3, (name, len(prepared.nodes))
+        result = fakePredictionResult(prepared, frameSize)
+        try:
+            checkOutputs(context, prepared, logic.writeOutputs(prepared, result), {r.segment_name: r.probability for r in result.nodes})
+        except AssertionError as error:
+            raise AssertionError(f"{name}: {error}") from error
+        if predictHere and np.allclose(np.abs(direction), np.eye(3)):  # checkOutputs' heatmap box assumes axial grids
+            try:
+                checkOutputs(context, prepared, logic.predict(volumeNode, segmentationNode))
+            except AssertionError as error:
+                raise AssertionError(f"{name}, predicted: {error}") from error
+
+
+def scenarioIntendedInput(context: SceneContext, folder: Path) -> None:
+    """As ``lnmstaging predict``: a bundle made for another modality than the volume's (the DICOM modality
+    Slicer's DICOM import puts in the subject hierarchy) or for another preset than the declared one is
+    refused with the library's sentence, and nothing is added to the scene."""
+    if not predictionLibraryAvailable():
+        raise Skip(PREDICTION_MISSING)
+    from LNMStagingLib.bundle import list_bundles, load_bundle
+
+    if not list_bundles():
+        raise Skip("no model bundle installed (Resources/Models or LNMSTAGING_MODEL_PATH)")
+    preset = load_bundle(None).config.preset
+    expected = str(preset.get("modality", "")).strip().upper()
+    files = writeTestCase(folder)
+    scene = context.scene
+    volumeNode = loadVolume(scene, files.image)
+    segmentationNode = loadSegmentation(scene, files.segnrrd)
+    logic = LNMStagingLogic()
+    assert logic.volumeModality(volumeNode) is None, "an NRRD file carries no modality"
+    shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    item = shNode.GetItemByDataNode(volumeNode) or shNode.CreateItem(shNode.GetSceneItemID(), volumeNode)
+    attribute = slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMSeriesModalityAttributeName()
+    count = scene.GetNumberOfNodes()
+    if expected:
+        other = "MR" if expected != "MR" else "CT"
+        shNode.SetItemAttribute(item, attribute, other.lower())
+        assert logic.volumeModality(volumeNode) == other
+        _expectInputError(lambda: logic.predict(volumeNode, segmentationNode), f"expects {expected} images")
+        shNode.SetItemAttribute(item, attribute, expected)
+    _expectInputError(lambda: logic.predict(volumeNode, segmentationNode, declaredPreset="another-preset"),
+                      "the image was declared another-preset")
+    assert scene.GetNumberOfNodes() == count, "a refused prediction changed the scene"
+
+
+# Scenarios that predict with a model (pytest points LNMSTAGING_MODEL_PATH at the tiny test bundle when none
+# is installed).
+MODEL_SCENARIOS = {"scenarioPredict", "scenarioTraversalFramesOnReorientedGrids", "scenarioIntendedInput"}
+
 SCENARIOS: list[Callable[[SceneContext, Path], None]] = [
     scenarioVolumeRoundTrip,
     scenarioSegmentationFromLabelmap,
@@ -475,5 +668,7 @@ SCENARIOS: list[Callable[[SceneContext, Path], None]] = [
     scenarioEmptySegmentSkipped,
     scenarioTransforms,
     scenarioOutputsAndRerun,
+    scenarioTraversalFramesOnReorientedGrids,
     scenarioPredict,
+    scenarioIntendedInput,
 ]
