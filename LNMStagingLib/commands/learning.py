@@ -136,16 +136,36 @@ def _evaluate(args) -> int:
                                                  progress=not args.no_progress)
         if args.predictions:
             write_text_atomic(args.predictions, _predictions_csv(rows))
-    write_text_atomic(args.out, json.dumps(result, indent=2, default=float) + "\n")
+    write_text_atomic(args.out, json.dumps(_nan_to_null(result), indent=2, default=float, allow_nan=False) + "\n")
     n, p = result["nodule"], result["patient"]
     seen = result["data"]["patients_seen_in_training"]
     if seen:
         print(f"lnmstaging: warning: {seen} of {result['data']['patients']} patients in {source} were used to "
               f"train {bundle.name}: these figures are in-sample, not a test result", file=sys.stderr)
+    for level, metrics in (("nodule", n), ("patient", p)):
+        if metrics and metrics["n_positive"] in (0, metrics["n"]):
+            print(f"lnmstaging: warning: {source} has only one class at the {level} level ({metrics['n_positive']} "
+                  f"positive of {metrics['n']}): AUC and sensitivity or specificity are undefined (nan)",
+                  file=sys.stderr)
     nodule = f"nodule AUC {n['auc']:.3f}, " if n else ""
     print(f"{bundle.name}: {nodule}patient AUC {p['auc']:.3f} "
           f"(sens {p['sensitivity']:.3f}, spec {p['specificity']:.3f}) -> {args.out}")
     return 0
+
+
+def _nan_to_null(value):
+    """Undefined metrics (nan) as JSON null: strict JSON readers refuse NaN."""
+    import math
+
+    if isinstance(value, dict):
+        return {key: _nan_to_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_nan_to_null(item) for item in value]
+    if hasattr(value, "dtype") and value.shape == ():  # numpy scalars
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
 
 
 def _predictions_csv(rows) -> str:

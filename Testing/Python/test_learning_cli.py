@@ -296,3 +296,16 @@ def test_train_refuses_a_config_that_is_not_an_object(synthetic_data, tmp_path, 
                  "--out", str(tmp_path / "m"), "--quick", "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "encoder.json" in err
+
+
+def test_evaluate_warns_when_a_level_has_one_class(tiny, synthetic_data, tmp_path, capsys):
+    data = tmp_path / "negatives"
+    shutil.copytree(synthetic_data, data)
+    arrays = dict(np.load(data / "nodules.npz"))
+    arrays["slice_label"] = np.zeros_like(arrays["slice_label"])
+    np.savez_compressed(data / "nodules.npz", **arrays)
+    assert main(["evaluate", "--model", str(tiny), "--data", str(data), "--out", str(tmp_path / "m.json"),
+                 "--bootstrap", "10"]) == 0
+    err = capsys.readouterr().err
+    assert "only one class at the nodule level" in err and "only one class at the patient level" in err
+    assert json.loads((tmp_path / "m.json").read_text())["patient"]["auc"] is None  # strict JSON: null, not NaN
