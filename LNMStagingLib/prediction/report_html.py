@@ -15,7 +15,7 @@ h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;padding-botto
 .disclaimer{background:#fff3cd;border:1px solid #e0b84c;padding:10px 14px;border-radius:4px}
 .result{font-size:1.1em;padding:10px 14px;border-radius:4px;border:1px solid #bbb;background:#f6f6f6}
 .uncertain{color:#a15c00;font-weight:bold}
-table{border-collapse:collapse;font-size:0.9em}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
+table{border-collapse:collapse;font-size:0.82em;display:block;max-width:100%;overflow-x:auto}td,th{border:1px solid #ccc;padding:3px 5px;text-align:right}
 th{background:#eee}td.name{text-align:left}.yes{color:#b00020;font-weight:bold}.no{color:#555}
 .node{margin:14px 0;padding:10px;border:1px solid #ddd;border-radius:4px}
 .node img{image-rendering:pixelated;margin-right:10px;vertical-align:top}
