@@ -231,10 +231,8 @@ def _predict(case: Case, clinical: ClinicalData | None, bundle_path: Path | str 
             node_id=m.node_id, segment_name=m.segment_name, probability=float(member_probs.mean()),
             std=float(member_probs.std()), per_member=member_probs.tolist(),
             n_patches=int(np.count_nonzero(patch_node == m.node_id)), in_patient_bag=m.node_id in bag_nodes,
-            short_axis_mm=m.short_axis_mm, long_axis_mm=m.long_axis_mm, axis_ratio=m.axis_ratio,
-            convexity=m.convexity, compactness=m.compactness, volume_mm3=m.volume_mm3, n_slices=m.n_slices,
-            centroid_x=m.centroid_x, centroid_y=m.centroid_y, centroid_z=m.centroid_z,
-            largest_slice=m.largest_slice, area_mm2=m.area_mm2, heterogeneity_cv=cv, criteria=node_criteria,
+            **{key: getattr(m, key) for key in NodePrediction.MEASUREMENT_KEYS},
+            largest_slice=m.largest_slice, heterogeneity_cv=cv, criteria=node_criteria,
             native_measurement={key: getattr(native_m, key) for key in NodePrediction.MEASUREMENT_KEYS} if native_m else {},
         ))
         patch_maps[m.node_id] = cams[row]
