@@ -1,7 +1,7 @@
 """Patient bags for the multiple-instance classifier.
 
-A bag is one patient: up to ``max_patches`` patches (largest node cross-sections first, exactly like the
-foundation's ``PatchSet.stacked()``), zero padded, with a validity mask, the node each patch belongs to,
+A bag is one patient: up to ``max_patches`` patches (largest node cross-sections first, exactly like
+``PatchSet.stacked()``), zero padded, with a validity mask, the node each patch belongs to,
 the raw (mm) size/border features of each patch's cross-section, and optional clinical data.
 """
 
@@ -51,42 +51,29 @@ class Bag:
         patient_id: str = "",
         node_labels: dict | None = None,
     ) -> Bag:
-        """Build a padded bag from a patient's patches: keeps the ``max_patches`` largest by ``areas``."""
+        """Build a padded bag from a patient's patches: keeps the ``max_patches`` largest by ``areas``
+        (:func:`bag_slots`, the bag builder of training and evaluation too)."""
         images = np.asarray(images, dtype=np.float32)
         features = np.asarray(features, dtype=np.float32)
         n = images.shape[0]
         if features.shape[0] != n or len(node_ids) != n:
             raise ValueError("images, features and node_ids differ in length")
-        order = np.arange(n) if areas is None else np.argsort(-np.asarray(areas, dtype=np.float64), kind="stable")
-        order = order[:max_patches]
+        keys = np.asarray([str(node) for node in node_ids])
+        slot_areas = np.zeros(n) if areas is None else np.asarray(areas, dtype=np.float64)
+        slots, node_index = bag_slots(np.zeros(n, dtype=np.int64), keys, slot_areas, [0], max_patches)
+        slots, node_index = slots[0], node_index[0]
+        valid = slots >= 0
         size = images.shape[1:] if n else (32, 32)
         patches = np.zeros((max_patches, *size), dtype=np.float32)
+        patches[valid] = images[slots[valid]]
         feats = np.zeros((max_patches, features.shape[1] if features.ndim == 2 else 0), dtype=np.float32)
-        valid = np.zeros(max_patches, dtype=bool)
-        node_index = np.full(max_patches, -1, dtype=np.int64)
-        distinct: list = []
-        for slot, source in enumerate(order):
-            patches[slot] = images[source]
-            feats[slot] = features[source]
-            valid[slot] = True
-            node = node_ids[source]
-            if node not in distinct:
-                distinct.append(node)
-            node_index[slot] = distinct.index(node)
+        feats[valid] = features[slots[valid]]
+        node_index = np.where(valid, node_index, -1)
+        distinct = list(dict.fromkeys(node_ids[i] for i in slots[valid]))
         labels = None
         if node_labels is not None:
             labels = np.asarray([int(node_labels.get(node, -1)) for node in distinct], dtype=np.int64)
         return cls(patches, feats, valid, node_index, clinical, label, patient_id, distinct, labels)
-
-
-def stack_bags(bags: Sequence[Bag]) -> dict[str, np.ndarray]:
-    """Stack bags to arrays: patches (B, M, H, W), features (B, M, F), valid (B, M), node_index (B, M)."""
-    return {
-        "patches": np.stack([b.patches for b in bags]),
-        "features": np.stack([b.features for b in bags]),
-        "valid": np.stack([b.valid for b in bags]),
-        "node_index": np.stack([np.where(b.node_index < 0, 0, b.node_index) for b in bags]),
-    }
 
 
 def bag_slots(patient_id: np.ndarray, nodule_id: np.ndarray, area: np.ndarray, patients,
@@ -112,11 +99,3 @@ def bag_slots(patient_id: np.ndarray, nodule_id: np.ndarray, area: np.ndarray, p
                 distinct.append(key)
             nodes[b, s] = distinct.index(key)
     return slots, nodes
-
-
-def gather_slots(values: np.ndarray, slots: np.ndarray) -> np.ndarray:
-    """values (N, ...) gathered into (B, M, ...) with zeros at padding (slots == -1)."""
-    out = np.zeros((*slots.shape, *values.shape[1:]), dtype=values.dtype)
-    keep = slots >= 0
-    out[keep] = values[slots[keep]]
-    return out

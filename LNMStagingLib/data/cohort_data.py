@@ -1,6 +1,6 @@
 """Training data from a user's own cohort (a cohort manifest CSV: image, segmentation, clinical data, N stage).
 
-Each case is loaded and prepared with the foundation (``load_case``, ``prepare_case`` with a preset,
+Each case is loaded and prepared (``load_case``, ``prepare_case`` with a preset,
 ``extract_patches``); every node's patches (largest cross-section plus secondary slices) become training
 patches, with the size/border features of that cross-section (``patches.patch_features``: the prepared grid,
 as at prediction). Labels are patient-level (N0 -> 0, N1/N2 -> 1): weak supervision; node labels are
@@ -14,17 +14,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..clinical import encode_clinical
 from ..models.mil import DEFAULT_FEATURES
 from .lidc import NoduleDataset
-
-
-def clinical_values(clinical) -> dict:
-    """Foundation ``ClinicalData`` -> model inputs: age (years), sex (0 F, 1 M), t_stage (1-4); None = missing."""
-    if clinical is None:
-        return {}
-    sex = {"F": 0.0, "M": 1.0}.get(getattr(clinical, "sex", None) or "", None)
-    t = getattr(clinical, "t_stage", None)
-    return {"age": getattr(clinical, "age", None), "sex": sex, "t_stage": float(t[1]) if t else None}
 
 
 def has_clinical_data(dataset: NoduleDataset) -> bool:
@@ -63,7 +55,7 @@ def load_cohort(manifest: str | Path, preset="mri-t2", patch_size: int = 32, fov
             nodules.append(f"{entry.patient_id}/{patch.node_id}")
             patients.append(entry.patient_id)
             areas.append(patch.area_mm2)
-        clinical[entry.patient_id] = clinical_values(entry.clinical)
+        clinical[entry.patient_id] = encode_clinical(entry.clinical)
         labels[entry.patient_id] = int(entry.label) if entry.label is not None else -1
     if not patches:
         raise InputError(manifest, "no labelled patient with segmented nodes")

@@ -8,62 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..bundle import ModelBundle
-from ..data.bags import bag_slots, gather_slots
-from ..data.lidc import NoduleDataset, read_nodule_arrays
+from ..data.lidc import read_nodule_arrays
+from ..data.predict import predict_dataset
 from ..errors import InputError
 from .metrics import binary_metrics, bootstrap_intervals, reliability_curve
-
-
-@torch.no_grad()
-def bundle_predictions(bundle: ModelBundle, dataset: NoduleDataset, batch_size: int = 1024) -> dict:
-    """Ensemble predictions: per-slice (K, N), per-nodule mean, per-patient final probability (mean and SD
-    over members). Latents are computed once per member; bags are batched."""
-    from ..models.mil import clinical_vector
-
-    x = torch.as_tensor(dataset.patches, dtype=torch.float32)
-    patients = np.unique(dataset.patient_id)
-    max_patches = int(bundle.config.mil.get("max_patches", 15))
-    slots, nodes = bag_slots(dataset.patient_id, dataset.nodule_id, dataset.area_mm2, patients, max_patches)
-    valid = torch.as_tensor(slots >= 0)
-    node_index = torch.as_tensor(nodes)
-    slice_probs, patient_final = [], []
-    for k, member in enumerate(bundle.members):
-        feats = bundle.normalise_features(dataset.features, k).cpu()
-        latent = torch.cat([member.vae.encode(x[i : i + batch_size])[0] for i in range(0, len(x), batch_size)]) \
-            if len(x) else torch.zeros((0, member.vae.config.latent_dim))
-        slice_probs.append(torch.sigmoid(member.mil.patch_logits(latent, feats)).numpy())
-        lat_b = torch.as_tensor(gather_slots(latent.numpy(), slots)) if member.mil.config.use_latent else None
-        feat_b = torch.as_tensor(gather_slots(feats.numpy(), slots))
-        clinical = None
-        if member.mil.config.n_clinical_inputs:
-            table = dataset.clinical or {}
-            clinical = torch.as_tensor(np.stack([clinical_vector(member.mil.config.clinical, table.get(p))
-                                                 for p in patients]))
-        out = member.mil(lat_b, feat_b, valid, node_index, clinical)
-        patient_final.append(out["final"].numpy())
-    slice_probs = np.stack(slice_probs)
-    patient_final = np.stack(patient_final)
-    mean_slice = slice_probs.mean(0)
-    nodule_ids = np.unique(dataset.nodule_id)
-    nodule_prob = np.asarray([mean_slice[dataset.nodule_id == n].mean() for n in nodule_ids])
-    nodule_std = np.asarray([slice_probs[:, dataset.nodule_id == n].mean(1).std() for n in nodule_ids])
-    labels = dataset.nodule_labels()
-    plabels = dataset.patient_labels()
-    return {
-        "slice_prob": slice_probs,
-        "nodule_id": nodule_ids,
-        "nodule_prob": nodule_prob,
-        "nodule_std": nodule_std,
-        "nodule_label": np.asarray([labels[n] for n in nodule_ids]),
-        "nodule_patient": np.asarray([dataset.patient_id[dataset.nodule_id == n][0] for n in nodule_ids]),
-        "patient_id": patients,
-        "patient_prob": patient_final.mean(0),
-        "patient_std": patient_final.std(0),
-        "patient_label": np.asarray([plabels[p] for p in patients]),
-    }
 
 
 def _level_metrics(y, p, std, threshold: float, groups, n_boot: int) -> dict:
@@ -99,7 +49,7 @@ def evaluate_bundle(bundle: ModelBundle, data_dir: str | Path, n_boot: int = 100
     arrays, diameters = read_nodule_arrays(data_dir)
     dataset = build_dataset(arrays, diameters, patch_size=bundle.config.patch_size, fov_mm=bundle.config.fov_mm,
                             feature_names=tuple(bundle.config.feature_names))
-    pred = bundle_predictions(bundle, dataset)
+    pred = predict_dataset(bundle.ensemble, dataset)
     result: dict = {
         "nodule": _level_metrics(pred["nodule_label"], pred["nodule_prob"], pred["nodule_std"],
                                  bundle.config.node_threshold, pred["nodule_patient"], n_boot),

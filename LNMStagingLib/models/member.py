@@ -1,4 +1,4 @@
-"""One trained model (an ensemble member): a VAE encoder/decoder and the multiple-instance classifier."""
+"""Ensemble members: a bundle's VAE + multiple-instance classifier, or any encoder (or none) + classifier."""
 
 from __future__ import annotations
 
@@ -23,6 +23,31 @@ class ModelMember(nn.Module):
         self.vae = VAE(vae_config)
         self.mil = MILModel(mil_config)
 
+    def latent(self, patches: torch.Tensor) -> torch.Tensor:
+        """Latent means (N, D) of the VAE."""
+        return self.vae.encode(patches)[0]
+
     def forward(self, patches: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        mu, _ = self.vae.encode(patches)
-        return self.mil.patch_logits(mu, features).unsqueeze(1)
+        return self.mil.patch_logits(self.latent(patches), features).unsqueeze(1)
+
+
+class EncoderMember(nn.Module):
+    """A fitted model during training: any encoder with ``encode`` (a VAE, a CNN) or none (size-only), + ``mil``.
+
+    Args:
+        encoder: the patch encoder, or None when the classifier uses the size/border features only.
+        mil: the multiple-instance classifier.
+    """
+
+    def __init__(self, encoder: nn.Module | None, mil: MILModel) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.mil = mil
+
+    def latent(self, patches: torch.Tensor) -> torch.Tensor | None:
+        """Latent means (a VAE) or pooled features (a CNN) (N, D); None without an encoder."""
+        if self.encoder is None:
+            return None
+        self.encoder.eval()
+        codes = self.encoder.encode(patches)
+        return codes[0] if isinstance(codes, tuple) else codes

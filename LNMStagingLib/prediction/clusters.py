@@ -63,7 +63,7 @@ def nodule_latents(bundle, dataset) -> NoduleLatents:
     for index in np.argsort(-dataset.area_mm2, kind="stable"):
         first.setdefault(str(dataset.nodule_id[index]), int(index))
     chosen = np.array(sorted(first.values()))
-    latents = bundle.encode(bundle.prepare_patches(dataset.patches[chosen])).mu.cpu().numpy().astype(np.float64)
+    latents = bundle.ensemble.encode(bundle.prepare_patches(dataset.patches[chosen])).mu.cpu().numpy().astype(np.float64)
     feature = {name: dataset.features[chosen, names.index(name)].astype(np.float64) for name in names}
     missing = [n for n in ("short_axis_mm", "long_axis_mm", "axis_ratio", "convexity", "compactness") if n not in feature]
     if missing:

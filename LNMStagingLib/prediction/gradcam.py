@@ -40,7 +40,7 @@ def _cams(bundle: ModelBundle) -> list:
 
     layer = bundle.config.gradcam_layer
     cams = []
-    for member in bundle.members:
+    for member in bundle.ensemble.members:
         names = {name for name, _ in member.named_modules()}
         if layer not in names:
             raise BundleError(bundle.path, f"Grad-CAM layer {layer!r} does not exist in the model")
@@ -58,8 +58,8 @@ def node_gradcam(bundle: ModelBundle, patches: torch.Tensor, raw_features: np.nd
         return np.zeros((0, *patches.shape[-2:]), np.float32)
     total = torch.zeros((patches.shape[0], 1, *patches.shape[-2:]))
     for index, cam in enumerate(_cams(bundle)):
-        features = bundle.normalise_features(raw_features, index)
+        features = bundle.ensemble.normalise_features(raw_features, index)
         with torch.enable_grad():
             maps = cam(patches.detach(), class_idx=0, features=features)
         total += maps.cpu()
-    return (total[:, 0] / len(bundle.members)).numpy().astype(np.float32)
+    return (total[:, 0] / bundle.n_members).numpy().astype(np.float32)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..bundle import ModelBundle
+from ..clinical import encode_clinical
 from ..cohort import ClinicalData
 from ..errors import BundleError
 from ..imageio import read_modality
@@ -31,24 +32,12 @@ def check_intended_input(bundle: ModelBundle, declared_preset: str | None = None
         )
 
 
-def _encode(name: str, clinical: ClinicalData) -> float | None:
-    """ClinicalData -> the numbers the models were trained with (see models.mil.PAPER_CLINICAL)."""
-    value = getattr(clinical, name, None)
-    if value is None:
-        return None
-    if name == "sex":
-        return {"F": 0.0, "M": 1.0}[value]
-    if name == "t_stage":
-        return float(str(value)[1])
-    return float(value)
-
-
 def clinical_inputs(bundle: ModelBundle, clinical: ClinicalData | None) -> tuple[dict[str, float | None], ClinicalUse]:
     """(values for the model, keyed by the bundle's clinical input names; None = declared missing, which the
     model sees as a neutral value plus a missingness indicator), and what the report says about them."""
     clinical = clinical or ClinicalData()
     used = [str(spec.get("name")) for spec in bundle.config.clinical_inputs]
-    values = {name: _encode(name, clinical) for name in used}
+    values = encode_clinical(clinical, used)
     shown = {name: getattr(clinical, name, None) for name in used}
     missing = [name for name in used if values[name] is None]
     if not used:

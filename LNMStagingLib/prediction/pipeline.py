@@ -195,7 +195,7 @@ def _predict(case: Case, clinical: ClinicalData | None, bundle_path: Path | str 
 
     steps(0.4, "predicting node and patient probabilities")
     clock = time.perf_counter()
-    patch_probs = bundle.node_probabilities(model_input, features).cpu().numpy().astype(np.float64)  # (K, P)
+    patch_probs = bundle.ensemble.patch_probabilities(model_input, features).cpu().numpy().astype(np.float64)  # (K, P)
     patch_node = np.array([p.node_id for p in patch_set.patches])
     values, clinical_use = clinical_inputs(bundle, clinical)
     bag = Bag.from_patches(
@@ -204,7 +204,7 @@ def _predict(case: Case, clinical: ClinicalData | None, bundle_path: Path | str 
         max_patches=int(bundle.config.mil.get("max_patches", patch_config.max_patches)),
         clinical=values,
     )
-    patient = bundle.predict_patient(bag)
+    patient = bundle.ensemble.predict_bag(bag)
     bag_nodes = [int(n) for n in bag.node_ids]
     timings.inference_s = time.perf_counter() - clock
 

@@ -33,12 +33,12 @@ def traverse(bundle: ModelBundle, patches: torch.Tensor, steps: tuple[float, ...
     n = patches.shape[0]
     if n == 0:
         return {name: np.zeros((0, len(steps), *patches.shape[-2:]), np.float32) for name in DIRECTIONS}
-    mu = bundle.encode(patches).mu.cpu()  # (N, D) of the primary member
+    mu = bundle.ensemble.encode(patches).mu.cpu()  # (N, D) of the primary member
     t = torch.as_tensor(steps, dtype=torch.float32)
     out = {}
     for name in DIRECTIONS:
         direction = latent_direction(bundle, name, mu.shape[1])
         codes = mu[:, None, :] + t[None, :, None] * direction[None, None, :]  # (N, F, D)
-        decoded = bundle.decode(codes.reshape(n * len(steps), -1)).cpu()  # (N * F, 1, S, S)
+        decoded = bundle.ensemble.decode(codes.reshape(n * len(steps), -1)).cpu()  # (N * F, 1, S, S)
         out[name] = decoded.reshape(n, len(steps), *decoded.shape[-2:]).numpy().astype(np.float32)
     return out

@@ -22,11 +22,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..data.bags import bag_slots, gather_slots
+from ..data.bags import bag_slots
 from ..data.lidc import NoduleDataset
+from ..data.predict import predict_dataset
 from ..evaluation.cv import holdout_split, patient_folds
 from ..evaluation.metrics import choose_threshold
 from ..models.cnn import CNNConfig, CNNEncoder
+from ..models.ensemble import Ensemble, gather_slots
+from ..models.member import EncoderMember
 from ..models.mil import PAPER_CLINICAL, ClinicalSpec, FeatureScaler, MILConfig, MILModel, clinical_vector
 from ..models.vae import VAE, VAEConfig, VAELossConfig
 from .mil_train import MILData, MILTrainConfig, predict_mil, train_mil
@@ -34,6 +37,9 @@ from .seed import seed_everything
 from .vae_train import VAETrainConfig, encode_images, patch_bce_loss, reconstruction_metrics, train_vae
 
 METHODS = ("size", "cnn", "vae", "dirvae")
+# what a fold result.json keeps of the predictions (the per-slice probabilities would make it large)
+FITTED_PREDICTION_KEYS = ("patient_id", "patient_prob", "patient_label", "patient_mlp", "patient_max", "nodule_id",
+                          "nodule_prob", "nodule_label", "nodule_patient")
 
 
 @dataclass
@@ -112,37 +118,15 @@ class FittedModel:
     def mil_config(self) -> MILConfig:
         return self.mil.config
 
-    def latent(self, patches: np.ndarray | torch.Tensor) -> torch.Tensor | None:
-        if self.encoder is None:
-            return None
-        return encode_images(self.encoder, torch.as_tensor(patches, dtype=torch.float32))
+    def ensemble(self) -> Ensemble:
+        """This model as a one-member :class:`Ensemble` (the forward path of bundles and evaluation)."""
+        return Ensemble([EncoderMember(self.encoder, self.mil.eval())], [self.scaler], self.threshold)
 
-    def predict(self, dataset: NoduleDataset, patients=None, latent: torch.Tensor | None = None) -> dict:
-        """Slice, nodule and patient probabilities for ``patients`` (default: all)."""
-        patients = np.unique(dataset.patient_id) if patients is None else np.asarray(list(patients))
-        idx = dataset.subset_patients(patients)
-        if latent is None:
-            latent = self.latent(dataset.patches)
-        feats = torch.as_tensor(self.scaler.transform(dataset.features))
-        self.mil.eval()
-        with torch.no_grad():
-            lat = None if latent is None else latent[idx]
-            slice_prob = torch.sigmoid(self.mil.patch_logits(lat, feats[idx])).numpy() if len(idx) else np.zeros(0)
-        nodule_ids = dataset.nodule_id[idx]
-        uniq = np.unique(nodule_ids)
-        nodule_prob = np.asarray([slice_prob[nodule_ids == n].mean() for n in uniq])
-        labels = dataset.nodule_labels()
-        nodule_label = np.asarray([labels[n] for n in uniq])
-        nodule_patient = np.asarray([dataset.patient_id[idx][nodule_ids == n][0] for n in uniq])
-        specs = self.mil.config.clinical if self.mil.config.use_clinical else ()
-        data = make_mil_data(dataset, patients, latent, self.scaler, self.mil.config.max_patches, specs)
-        out = predict_mil(self.mil, data)
-        return {
-            "patient_id": patients, "patient_prob": out["final"], "patient_label": data.labels.numpy().astype(int),
-            "patient_mlp": out["patient_mlp"], "patient_max": out["node_max"],
-            "nodule_id": uniq, "nodule_prob": nodule_prob, "nodule_label": nodule_label,
-            "nodule_patient": nodule_patient,
-        }
+    def predict(self, dataset: NoduleDataset, patients=None) -> dict:
+        """Slice, nodule and patient probabilities for ``patients`` (default: all); see
+        :func:`~LNMStagingLib.data.predict.predict_dataset`."""
+        pred = predict_dataset(self.ensemble(), dataset, patients, batch_size=512)
+        return {key: pred[key] for key in FITTED_PREDICTION_KEYS}
 
     # -- persistence (safetensors + JSON, never pickle)
     def save(self, directory: Path, pipeline: PipelineConfig) -> None:

@@ -32,7 +32,7 @@ def lidc_dir() -> Path:
         pytest.skip(f"LIDC data not found at {path} (set LNMSTAGING_LIDC_DIR); the real-data tests need it")
     return path
 
-_SOURCES = ("LNMStagingLib/bundle.py", "LNMStagingLib/models", "LNMStagingLib/training", "LNMStagingLib/data",
+_SOURCES = ("LNMStagingLib/bundle", "LNMStagingLib/models", "LNMStagingLib/training", "LNMStagingLib/data",
             "LNMStagingLib/presets.py", "LNMStagingLib/patches.py", "LNMStagingLib/measure.py")
 _BUILT: dict[str, Path] = {}
 

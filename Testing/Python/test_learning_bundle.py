@@ -49,7 +49,7 @@ def test_tiny_bundle_loads_and_predicts(tiny):
     assert cfg.patch_size == 32 and cfg.preset["name"] == "lidc-png" and cfg.fov_mm > 0
     assert cfg.clinical_inputs == [] and 0.5 <= cfg.eta <= 0.8 and 0 <= cfg.threshold <= 1
     assert set(cfg.latent_directions) >= {"growth", "border_irregularity"}
-    assert len(cfg.latent_directions["growth"]) == bundle.members[0].vae.config.latent_dim
+    assert len(cfg.latent_directions["growth"]) == bundle.ensemble.members[0].vae.config.latent_dim
     assert "research" in json.dumps(bundle.card).lower() or bundle.card_markdown
 
     rng = np.random.default_rng(0)
@@ -58,29 +58,29 @@ def test_tiny_bundle_loads_and_predicts(tiny):
     masks[:, 20:44, 20:44] = True
     patches = bundle.prepare_patches(images, masks)
     assert patches.shape == (5, 1, 32, 32) and float(patches.max()) <= 1.0
-    codes = bundle.encode(patches)
+    codes = bundle.ensemble.encode(patches)
     assert codes.mu.shape == (5, 16) and codes.per_member.shape == (2, 5, 16)
-    assert bundle.decode(codes.mu).shape == (5, 1, 32, 32)
+    assert bundle.ensemble.decode(codes.mu).shape == (5, 1, 32, 32)
     features = np.tile([6.0, 8.0, 0.75, 0.95, 1.1], (5, 1))
-    probs = bundle.node_probabilities(patches, features)
+    probs = bundle.ensemble.patch_probabilities(patches, features)
     assert probs.shape == (2, 5) and torch.all((probs >= 0) & (probs <= 1))
 
     bag = Bag.from_patches(patches[:, 0].numpy(), features, ["a", "a", "b", "c", "c"], areas=[5, 4, 3, 2, 1],
                            max_patches=15)
-    final = bundle.patient_probabilities(bag)
-    out = bundle.patient_outputs(bag)
+    out = bundle.ensemble.outputs_of_bag(bag)
+    final = out["final"]
     assert final.shape == (2,)
-    eta = bundle.members[0].mil.config.eta
+    eta = bundle.ensemble.members[0].mil.config.eta
     expected = eta * out["patient_mlp"][0] + (1 - eta) * out["node_max"][0]
     assert torch.allclose(final[0], expected, atol=1e-6)
-    prediction = bundle.predict_patient(bag)
+    prediction = bundle.ensemble.predict_bag(bag)
     assert set(prediction.node_probabilities) == {"a", "b", "c"}
     assert prediction.positive == (prediction.probability >= bundle.threshold)
 
 
 def test_gradcam_layer_is_the_last_spatial_encoder_block(tiny):
     bundle = load_bundle(tiny)
-    member = bundle.member_module(0)
+    member = bundle.ensemble.members[0]
     layer = dict(member.named_modules())[bundle.config.gradcam_layer]
     captured = {}
 
@@ -162,7 +162,7 @@ def test_unknown_bundle_name_is_a_bundle_error():
 def test_bundle_on_a_foundation_case(tiny, tmp_path):
     """Phantom case -> prepared with the bundle's preset -> patches -> features -> bag -> prediction."""
     from LNMStagingLib.case import load_case, prepare_case
-    from LNMStagingLib.patches import PatchConfig, extract_patches
+    from LNMStagingLib.patches import PatchConfig, extract_patches, patch_features
     from LNMStagingLib.phantom import write_phantom
     from LNMStagingLib.presets import Preset
 
@@ -170,11 +170,14 @@ def test_bundle_on_a_foundation_case(tiny, tmp_path):
     files = write_phantom(tmp_path / "phantom")
     prepared = prepare_case(load_case(files.image, files.segmentation), Preset.from_dict(bundle.config.preset))
     patch_set = extract_patches(prepared, PatchConfig(**bundle.config.patch_sampling))
-    features = bundle.patch_features(prepared, patch_set)
+    features = patch_features(prepared, patch_set.patches, tuple(bundle.config.feature_names))
     assert features.shape == (len(patch_set.patches), 5) and np.all(features[:, 0] <= features[:, 1] + 1e-6)
-    bag = bundle.bag_from_patch_set(patch_set, features, clinical=None)
+    images, masks, _ = patch_set.stacked(bag_only=False)
+    bag = Bag.from_patches(bundle.prepare_patches(images, masks)[:, 0].numpy(), features,
+                           [p.node_id for p in patch_set.patches], areas=[p.area_mm2 for p in patch_set.patches],
+                           max_patches=patch_set.config.max_patches, clinical=None)
     assert bag.patches.shape == (15, 32, 32) and bag.valid.sum() == len(patch_set.bag)
-    prediction = bundle.predict_patient(bag)
+    prediction = bundle.ensemble.predict_bag(bag)
     assert 0 <= prediction.probability <= 1 and len(prediction.per_member) == 2
     assert set(prediction.node_probabilities) == {patch_set.patches[i].node_id for i in patch_set.bag}
 

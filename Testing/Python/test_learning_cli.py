@@ -119,7 +119,7 @@ def test_train_vae_then_classifier(synthetic_data, tmp_path):
     from safetensors.torch import load_file
 
     encoder = load_file(str(vae_dir / "encoder.safetensors"))
-    member = bundle.members[0].vae.state_dict()
+    member = bundle.ensemble.members[0].vae.state_dict()
     key = "encoder.blocks.0.0.weight"
     assert torch.allclose(member[key], encoder[key].float(), atol=1e-2)  # float16 bundle weights
 
@@ -224,8 +224,8 @@ def test_train_on_a_cohort_manifest_with_clinical_data(cohort_bundle):
 
     known = Bag.from_patches(patches, features, [1, 1, 2], clinical={"age": 70, "sex": 1.0, "t_stage": 3.0})
     missing = Bag.from_patches(patches, features, [1, 1, 2], clinical={})
-    p_known = bundle.patient_outputs(known)["patient_mlp"]
-    p_missing = bundle.patient_outputs(missing)["patient_mlp"]
+    p_known = bundle.ensemble.outputs_of_bag(known)["patient_mlp"]
+    p_missing = bundle.ensemble.outputs_of_bag(missing)["patient_mlp"]
     assert not np.allclose(p_known.numpy(), p_missing.numpy())
 
 

@@ -1,0 +1,175 @@
+"""Loading a bundle: verified files, the parsed config and card, and the members as an
+:class:`~LNMStagingLib.models.ensemble.Ensemble`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import BundleError
+from ..models.ensemble import Ensemble
+from .config import BundleConfig
+from .discovery import resolve_bundle
+from .format import (
+    CARD_JSON,
+    CARD_MD,
+    CONFIG,
+    MANIFEST,
+    TRAINING_PATIENTS_KEY,
+    patient_fingerprints,
+    sha256_file,
+    strict_json,
+    verify_bundle,
+)
+
+
+class ModelBundle:
+    """A verified, loaded bundle: where it came from, its config and card, and its :attr:`ensemble`.
+
+    Args:
+        path: the bundle folder.
+        manifest: the verified manifest.
+        manifest_sha256: SHA-256 of manifest.json (identifies the bundle's exact files).
+        config: the parsed config.json.
+        card: model_card.json.
+        card_markdown: MODEL_CARD.md ("" when absent).
+        ensemble: the members, their feature scalers and the threshold.
+    """
+
+    def __init__(self, path: Path, manifest: dict, manifest_sha256: str, config: BundleConfig,
+                 card: dict, card_markdown: str, ensemble: Ensemble) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.manifest_sha256 = manifest_sha256
+        self.config = config
+        self.name = config.name
+        self.version = config.version
+        self.card = card
+        self.card_markdown = card_markdown
+        self.ensemble = ensemble
+
+    def __repr__(self) -> str:
+        return f"ModelBundle(name={self.name!r}, version={self.version!r}, members={self.n_members})"
+
+    @property
+    def n_members(self) -> int:
+        return self.ensemble.n_members
+
+    @property
+    def threshold(self) -> float:
+        return self.ensemble.threshold
+
+    def to(self, device: str) -> ModelBundle:
+        self.ensemble.to(device)
+        return self
+
+    def prepare_patches(self, images, masks=None):
+        """(N, H, W) or (N, 1, H, W) images in [0, 1] (+ optional masks) -> (N, 1, S, S) model input:
+        lesion-only when the bundle says so, area-resized to the bundle's patch size when needed."""
+        import torch
+        import torch.nn.functional as F
+
+        x = self.ensemble.tensor(images)
+        if x.ndim == 3:
+            x = x[:, None]
+        if masks is not None and self.config.masked_input:
+            m = self.ensemble.tensor(masks)
+            x = x * (m[:, None] if m.ndim == 3 else m)
+        size = self.config.patch_size
+        if x.shape[-1] != size or x.shape[-2] != size:
+            x = F.interpolate(x, size=(size, size), mode="area")
+        return torch.clamp(x, 0.0, 1.0)
+
+    def patients_seen_in_training(self, patient_ids) -> int | None:
+        """How many of ``patient_ids`` trained this bundle (None: the bundle does not record it)."""
+        recorded = self.config.training.get(TRAINING_PATIENTS_KEY)
+        if not isinstance(recorded, list):
+            return None
+        known = set(recorded)
+        return sum(fingerprint in known for fingerprint in patient_fingerprints(patient_ids))
+
+
+def _scalers(config: BundleConfig) -> list:
+    """Each member's feature scaler: its own min/max when the config gives them, else the bundle's."""
+    from ..models.mil import FeatureScaler
+
+    names = tuple(config.feature_names)
+    shared = FeatureScaler(names, tuple(config.feature_min), tuple(config.feature_max))
+    return [FeatureScaler(names, tuple(spec.feature_min), tuple(spec.feature_max))
+            if spec.feature_min is not None and spec.feature_max is not None else shared
+            for spec in config.members]
+
+
+def load_bundle(path: str | Path | None = None, device: str = "cpu") -> ModelBundle:
+    """Verify (SHA-256 of every file) and load a bundle folder, an installed bundle's name, or the default.
+
+    Args:
+        path: a bundle folder, an installed bundle's name, or None for the default bundle.
+        device: where the members are placed.
+
+    Returns:
+        The loaded :class:`ModelBundle`.
+
+    Raises :class:`~LNMStagingLib.errors.BundleError` naming the offending file when anything is missing,
+    truncated, altered, unlisted, or malformed.
+    """
+    bundle_dir = resolve_bundle(path)
+    manifest = verify_bundle(bundle_dir)
+    manifest_sha = sha256_file(bundle_dir / MANIFEST)
+    config = BundleConfig.from_json(strict_json(bundle_dir / CONFIG), bundle_dir / CONFIG)
+    card = strict_json(bundle_dir / CARD_JSON)
+    if not isinstance(card, dict):
+        raise BundleError(bundle_dir / CARD_JSON, "model card must be a JSON object")
+    card_md_path = bundle_dir / CARD_MD
+    card_markdown = card_md_path.read_text(encoding="utf-8") if card_md_path.is_file() else ""
+    members = _load_members(bundle_dir, manifest, config, device)
+    ensemble = Ensemble(members, _scalers(config), float(config.threshold), device)
+    return ModelBundle(bundle_dir, manifest, manifest_sha, config, card, card_markdown, ensemble)
+
+
+def _load_members(bundle_dir: Path, manifest: dict, config: BundleConfig, device: str) -> list:
+    """The members' weights (safetensors only), each checked against the configured architecture."""
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from ..models.member import ModelMember
+    from ..models.mil import MILConfig
+    from ..models.vae import VAEConfig
+
+    try:
+        vae_config = VAEConfig.from_dict(config.vae)
+        mil_config = MILConfig.from_dict(config.mil)
+    except (TypeError, ValueError) as error:
+        raise BundleError(bundle_dir / CONFIG, f"invalid model architecture ({error})") from None
+    if list(mil_config.feature_names) != list(config.feature_names):
+        raise BundleError(bundle_dir / CONFIG, "mil.feature_names differ from feature_names")
+    if vae_config.patch_size != config.patch_size:
+        raise BundleError(bundle_dir / CONFIG, "vae.patch_size differs from patch_size")
+    members = []
+    for spec in config.members:
+        if spec.mil is not None:
+            try:
+                member_mil = MILConfig.from_dict(spec.mil)
+            except (TypeError, ValueError) as error:
+                raise BundleError(bundle_dir / CONFIG, f"invalid member MIL config ({error})") from None
+        else:
+            member_mil = mil_config
+        file = bundle_dir / spec.file
+        if spec.file not in manifest["files"]:
+            raise BundleError(file, "member weights not listed in the manifest")
+        try:
+            state = load_file(str(file))
+        except (SafetensorError, OSError, ValueError) as error:
+            raise BundleError(file, f"unreadable weights ({error})") from None
+        member = ModelMember(vae_config, member_mil)
+        state = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()}
+        try:
+            member.load_state_dict(state, strict=True)
+        except RuntimeError as error:
+            raise BundleError(file, f"weights do not fit the configured architecture ({str(error)[:200]})") from None
+        member.eval().to(device)
+        members.append(member)
+    return members
+
+
+__all__ = ["ModelBundle", "load_bundle"]
