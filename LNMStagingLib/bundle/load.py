@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import BundleError
 from ..models.ensemble import Ensemble
-from .config import BundleConfig
+from .config import BundleConfig, check_schema
 from .discovery import resolve_bundle
 from .format import (
     CARD_JSON,
@@ -115,7 +115,9 @@ def load_bundle(path: str | Path | None = None, device: str = "cpu") -> ModelBun
     bundle_dir = resolve_bundle(path)
     manifest = verify_bundle(bundle_dir)
     manifest_sha = sha256_file(bundle_dir / MANIFEST)
-    config = BundleConfig.from_json(strict_json(bundle_dir / CONFIG), bundle_dir / CONFIG)
+    raw_config = strict_json(bundle_dir / CONFIG)
+    config = BundleConfig.from_json(raw_config, bundle_dir / CONFIG)
+    check_schema(raw_config, bundle_dir / CONFIG)
     card = strict_json(bundle_dir / CARD_JSON)
     if not isinstance(card, dict):
         raise BundleError(bundle_dir / CARD_JSON, "model card must be a JSON object")
@@ -133,27 +135,9 @@ def _load_members(bundle_dir: Path, manifest: dict, config: BundleConfig, device
     from safetensors.torch import load_file
 
     from ..models.member import ModelMember
-    from ..models.mil import MILConfig
-    from ..models.vae import VAEConfig
 
-    try:
-        vae_config = VAEConfig.from_dict(config.vae)
-        mil_config = MILConfig.from_dict(config.mil)
-    except (TypeError, ValueError) as error:
-        raise BundleError(bundle_dir / CONFIG, f"invalid model architecture ({error})") from None
-    if list(mil_config.feature_names) != list(config.feature_names):
-        raise BundleError(bundle_dir / CONFIG, "mil.feature_names differ from feature_names")
-    if vae_config.patch_size != config.patch_size:
-        raise BundleError(bundle_dir / CONFIG, "vae.patch_size differs from patch_size")
     members = []
-    for spec in config.members:
-        if spec.mil is not None:
-            try:
-                member_mil = MILConfig.from_dict(spec.mil)
-            except (TypeError, ValueError) as error:
-                raise BundleError(bundle_dir / CONFIG, f"invalid member MIL config ({error})") from None
-        else:
-            member_mil = mil_config
+    for index, spec in enumerate(config.members):
         file = bundle_dir / spec.file
         if spec.file not in manifest["files"]:
             raise BundleError(file, "member weights not listed in the manifest")
@@ -161,7 +145,7 @@ def _load_members(bundle_dir: Path, manifest: dict, config: BundleConfig, device
             state = load_file(str(file))
         except (SafetensorError, OSError, ValueError) as error:
             raise BundleError(file, f"unreadable weights ({error})") from None
-        member = ModelMember(vae_config, member_mil)
+        member = ModelMember(config.vae, config.member_mil(index))
         state = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()}
         try:
             member.load_state_dict(state, strict=True)

@@ -6,10 +6,12 @@ globally pooled features replace the VAE latent mean in the same multiple-instan
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+
+from ..fromdict import from_dict
 
 
 @dataclass
@@ -27,13 +29,7 @@ class CNNConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> CNNConfig:
-        known = {f.name for f in fields(cls)}
-        if set(data) - known:
-            raise ValueError(f"unknown CNNConfig keys: {sorted(set(data) - known)}")
-        values = dict(data)
-        if "block_config" in values:
-            values["block_config"] = tuple(values["block_config"])
-        return cls(**values)
+        return from_dict(cls, data, {"block_config": tuple})
 
 
 class CNNEncoder(nn.Module):

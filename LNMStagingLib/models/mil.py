@@ -13,11 +13,13 @@ silently 0. A model declared without clinical inputs (LIDC) has none.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
+
+from ..fromdict import from_dict
 
 DEFAULT_FEATURES: tuple[str, ...] = ("short_axis_mm", "long_axis_mm", "axis_ratio", "convexity", "compactness")
 
@@ -97,14 +99,10 @@ class MILConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> MILConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown MILConfig keys: {sorted(unknown)}")
-        values = dict(data)
-        values["feature_names"] = tuple(values.get("feature_names", DEFAULT_FEATURES))
-        values["clinical"] = tuple(ClinicalSpec(**c) for c in values.get("clinical", ()))
-        config = cls(**values)
+        config = from_dict(cls, data, {
+            "feature_names": tuple,
+            "clinical": lambda specs: tuple(from_dict(ClinicalSpec, spec) for spec in specs),
+        })
         config.validate()
         return config
 

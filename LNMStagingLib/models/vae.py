@@ -17,11 +17,13 @@ relative to the VAE, is :data:`GRADCAM_LAYER`.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..fromdict import from_dict
 
 GRADCAM_LAYER = "encoder.blocks.5"
 """Dotted name (relative to a :class:`VAE`) of the last spatial encoder block, for Grad-CAM."""
@@ -70,15 +72,10 @@ class VAEConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> VAEConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown VAEConfig keys: {sorted(unknown)}")
-        values = dict(data)
-        for key in ("channel_mults", "strides"):
-            if key in values:
-                values[key] = tuple(int(v) for v in values[key])
-        config = cls(**values)
+        def ints(values) -> tuple[int, ...]:
+            return tuple(int(v) for v in values)
+
+        config = from_dict(cls, data, {"channel_mults": ints, "strides": ints})
         config.validate()
         return config
 

@@ -20,11 +20,11 @@ def image_modality(path: str | Path) -> str | None:
 def check_intended_input(bundle: ModelBundle, declared_preset: str | None = None, modality: str | None = None) -> None:
     """Refuse an image declared for another preprocessing preset, or whose DICOM modality is not the
     preset's: the model would see intensities it was never trained on."""
-    preset = bundle.config.preset
-    name = str(preset.get("name", ""))
+    preset = bundle.config.preprocessing
+    name = preset.name
     if declared_preset and Path(declared_preset).stem != name and declared_preset != name:
         raise BundleError(bundle.path, f"bundle {bundle.name} expects preset {name}, the image was declared {declared_preset}")
-    expected = str(preset.get("modality", "")).strip().upper()
+    expected = preset.modality.strip().upper()
     if modality and expected and modality.strip().upper() != expected:
         raise BundleError(
             bundle.path,
@@ -36,7 +36,7 @@ def clinical_inputs(bundle: ModelBundle, clinical: ClinicalData | None) -> tuple
     """(values for the model, keyed by the bundle's clinical input names; None = declared missing, which the
     model sees as a neutral value plus a missingness indicator), and what the report says about them."""
     clinical = clinical or ClinicalData()
-    used = [str(spec.get("name")) for spec in bundle.config.clinical_inputs]
+    used = [spec.name for spec in bundle.config.clinical_inputs]
     values = encode_clinical(clinical, used)
     shown = {name: getattr(clinical, name, None) for name in used}
     missing = [name for name in used if values[name] is None]

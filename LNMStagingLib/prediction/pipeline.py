@@ -75,22 +75,15 @@ def model_info(bundle: ModelBundle) -> ModelInfo:
     config = bundle.config
     return ModelInfo(
         name=bundle.name, version=bundle.version, manifest_sha256=bundle.manifest_sha256, path=str(bundle.path),
-        preset=str(config.preset.get("name", "")), threshold=float(config.threshold),
+        preset=config.preprocessing.name, threshold=float(config.threshold),
         threshold_source=str(config.threshold_source), eta=float(config.eta), n_members=bundle.n_members,
         card_summary={key: bundle.card[key] for key in CARD_SUMMARY_KEYS if key in bundle.card},
     )
 
 
 def bundle_settings(bundle: ModelBundle) -> tuple[Preset, PatchConfig]:
-    config_file = bundle.path / "config.json"
-    preset = Preset.from_dict(bundle.config.preset, config_file)
-    try:
-        patch_config = PatchConfig(**bundle.config.patch_sampling)
-    except (TypeError, ValueError) as error:
-        raise BundleError(config_file, f"invalid patch_sampling ({error})") from None
-    if patch_config.size != bundle.config.patch_size and patch_config.fov_mm is None:
-        raise BundleError(config_file, "patch_sampling.size differs from patch_size")
-    return preset, patch_config
+    """The bundle's preprocessing preset and patch sampling (parsed once, when the bundle was loaded)."""
+    return bundle.config.preprocessing, bundle.config.patch_sampling
 
 
 def _usable_patches(prepared: PreparedCase, measurements: list[NodeMeasurement], patch_set: PatchSet,
@@ -201,7 +194,7 @@ def _predict(case: Case, clinical: ClinicalData | None, bundle_path: Path | str 
     bag = Bag.from_patches(
         model_input[:, 0].cpu().numpy(), features, patch_node.tolist(),
         areas=[p.area_mm2 for p in patch_set.patches],
-        max_patches=int(bundle.config.mil.get("max_patches", patch_config.max_patches)),
+        max_patches=int(bundle.config.mil.max_patches),
         clinical=values,
     )
     patient = bundle.ensemble.predict_bag(bag)

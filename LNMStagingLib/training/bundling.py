@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +60,7 @@ def _render(value, key: str = "") -> str:
 def card_markdown(card: dict) -> str:
     """A readable Markdown model card from the card dict."""
     lines = [f"# Model card: {card['name']} {card['version']}", "", card.get("summary", ""), ""]
-    for section in ("intended_use", "data", "training", "evaluation", "limits"):
+    for section in ("intended_use", "inputs", "outputs", "data", "training", "evaluation", "limits", "changelog"):
         value = card.get(section)
         if value is None:
             continue
@@ -74,6 +73,35 @@ def card_markdown(card: dict) -> str:
             lines.extend(f"- **{k.replace('_', ' ')}**: {_render(v, k)}" for k, v in value.items())
         lines.append("")
     return "\n".join(lines)
+
+
+def card_inputs_outputs(config: BundleConfig) -> dict:
+    """The model card's ``inputs`` and ``outputs`` sections, from the bundle's config (so they cannot drift)."""
+    preset = config.preprocessing
+    clinical = ", ".join(f"{c.name} ({c.description or f'{c.minimum:g}-{c.maximum:g}'})"
+                         for c in config.clinical_inputs) or "none"
+    fov = f"{config.fov_mm:g} mm field of view" if config.fov_mm else "the image's own pixel size"
+    return {
+        "inputs": {
+            "image": f"a 3D {preset.modality or 'scalar'} image prepared with preset {preset.name} "
+                     f"({preset.description})",
+            "segmentation": "the lymph nodes (or lesions): a labelmap or a Slicer .seg.nrrd, one node per label "
+                            "or segment",
+            "patches": f"{config.patch_sampling.size}x{config.patch_sampling.size} axial patches per node ({fov}), "
+                       f"resized to {config.patch_size}x{config.patch_size}"
+                       + (", lesion-only" if config.masked_input else "")
+                       + f"; the patient's {config.mil.max_patches} largest form the patient bag",
+            "node_features": ", ".join(config.feature_names),
+            "clinical": clinical,
+        },
+        "outputs": {
+            "node_probability": "per node: mean over its patches and over the ensemble members, with the SD",
+            "patient_probability": f"eta * patient MLP + (1 - eta) * largest node probability (eta {config.eta:g}), "
+                                   f"ensemble mean and SD; positive at or above the threshold {config.threshold:.3f}",
+            "explanations": "Grad-CAM of each node's patch on the image grid; latent growth and border "
+                            "traversals decoded by the primary member",
+        },
+    }
 
 
 def build_bundle(out_dir: Path, name: str, version: str, primary: FittedModel, folds: list[FittedModel],
@@ -89,28 +117,22 @@ def build_bundle(out_dir: Path, name: str, version: str, primary: FittedModel, f
     for k, fitted in enumerate(folds):
         specs.append(MemberSpec(file=f"members/member_{k + 1}.safetensors", role="fold", fold=k,
                                 feature_min=list(fitted.scaler.minimum), feature_max=list(fitted.scaler.maximum),
-                                mil=fitted.mil.config.to_dict(), threshold=fitted.threshold))
+                                mil=fitted.mil.config, threshold=fitted.threshold))
     patch_size = primary.encoder.config.patch_size
-    sampling = asdict(PatchConfig(size=patch_size, fov_mm=fov_mm, max_patches=mil.max_patches))
+    sampling = PatchConfig(size=patch_size, fov_mm=fov_mm, max_patches=mil.max_patches)
     config = BundleConfig(
         name=name,
         version=version,
         preset=get_preset(preset).to_dict(),
-        patch_size=patch_size,
-        fov_mm=fov_mm,
         patch_sampling=sampling,
-        masked_input=bool(getattr(get_preset(preset), "mask_background", True)),
-        feature_names=list(mil.feature_names),
         feature_min=list(primary.scaler.minimum),
         feature_max=list(primary.scaler.maximum),
-        clinical_inputs=[asdict(c) for c in mil.clinical],
-        eta=float(mil.eta),
         threshold=float(primary.threshold),
         threshold_source=primary.selection.get("threshold_source", "inner validation"),
         latent_directions=latent_directions(primary.encoder, dataset),
         gradcam_layer=MEMBER_GRADCAM_LAYER,
-        vae=primary.encoder.config.to_dict(),
-        mil=mil.to_dict(),
+        vae=primary.encoder.config,
+        mil=mil,
         members=specs,
         weights_dtype="float16",
         node_threshold=float(primary.selection.get("node_threshold", 0.5)),
@@ -123,5 +145,6 @@ def build_bundle(out_dir: Path, name: str, version: str, primary: FittedModel, f
             **(training or {}),
         },
     )
-    card = {"name": name, "version": version, **card}
+    card = {"name": name, "version": version, **card, **card_inputs_outputs(config)}
+    card.setdefault("changelog", [f"{version}: trained with lnmstaging {__version__}"])
     return write_bundle(Path(out_dir), config, members, card, card_markdown(card))

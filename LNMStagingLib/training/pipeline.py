@@ -27,6 +27,7 @@ from ..data.lidc import NoduleDataset
 from ..data.predict import predict_dataset
 from ..evaluation.cv import holdout_split, patient_folds
 from ..evaluation.metrics import choose_threshold
+from ..fromdict import from_dict
 from ..models.cnn import CNNConfig, CNNEncoder
 from ..models.ensemble import Ensemble, gather_slots
 from ..models.member import EncoderMember
@@ -71,22 +72,13 @@ class PipelineConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> PipelineConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown pipeline keys: {sorted(unknown)}")
-        values = dict(data)
-        if "vae" in values:
-            values["vae"] = VAEConfig.from_dict(values["vae"])
-        if "vae_train" in values:
-            vt = dict(values["vae_train"])
-            vt["loss"] = VAELossConfig(**vt.get("loss", {}))
-            values["vae_train"] = VAETrainConfig(**vt)
-        if "cnn" in values:
-            values["cnn"] = CNNConfig.from_dict(values["cnn"])
-        if "mil_train" in values:
-            values["mil_train"] = MILTrainConfig(**values["mil_train"])
-        config = cls(**values)
+        def vae_train(values: dict) -> VAETrainConfig:
+            return from_dict(VAETrainConfig, values, {"loss": lambda loss: from_dict(VAELossConfig, loss)})
+
+        config = from_dict(cls, data, {
+            "vae": VAEConfig.from_dict, "vae_train": vae_train, "cnn": CNNConfig.from_dict,
+            "mil_train": lambda values: from_dict(MILTrainConfig, values),
+        })
         if config.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}")
         return config

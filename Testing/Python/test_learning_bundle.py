@@ -136,6 +136,33 @@ def test_weights_that_do_not_fit_are_refused(copy_of):
         load_bundle(bundle_dir)
 
 
+def test_config_is_checked_against_the_shipped_schema(copy_of):
+    from LNMStagingLib.bundle.config import SCHEMA_FILE
+
+    assert SCHEMA_FILE.is_file() and json.loads(SCHEMA_FILE.read_text())["additionalProperties"] is False
+    bundle_dir = copy_of()
+    config = json.loads((bundle_dir / "config.json").read_text())
+    config["latent_directions"]["growth"][0] = "large"  # only the schema knows these must be numbers
+    (bundle_dir / "config.json").write_text(json.dumps(config))
+    write_manifest(bundle_dir, "tiny-synthetic", "0.0.1")
+    with pytest.raises(BundleError, match="config schema at latent_directions/growth/0"):
+        load_bundle(bundle_dir)
+
+
+def test_config_stores_each_fact_once_and_reads_earlier_repeats(copy_of):
+    bundle_dir = copy_of()
+    config = json.loads((bundle_dir / "config.json").read_text())
+    assert not {"patch_size", "fov_mm", "feature_names", "clinical_inputs", "eta", "masked_input"} & set(config)
+    earlier = dict(config, patch_size=config["vae"]["patch_size"], eta=config["mil"]["eta"])
+    (bundle_dir / "config.json").write_text(json.dumps(earlier))
+    write_manifest(bundle_dir, "tiny-synthetic", "0.0.1")
+    assert load_bundle(bundle_dir).config.patch_size == config["vae"]["patch_size"]
+    (bundle_dir / "config.json").write_text(json.dumps(dict(earlier, patch_size=64)))
+    write_manifest(bundle_dir, "tiny-synthetic", "0.0.1")
+    with pytest.raises(BundleError, match="patch_size differs"):
+        load_bundle(bundle_dir)
+
+
 def test_discovery_and_models_json(tiny, monkeypatch):
     from LNMStagingLib.cli import main
 
@@ -162,14 +189,14 @@ def test_unknown_bundle_name_is_a_bundle_error():
 def test_bundle_on_a_foundation_case(tiny, tmp_path):
     """Phantom case -> prepared with the bundle's preset -> patches -> features -> bag -> prediction."""
     from LNMStagingLib.case import load_case, prepare_case
-    from LNMStagingLib.patches import PatchConfig, extract_patches, patch_features
+    from LNMStagingLib.patches import extract_patches, patch_features
     from LNMStagingLib.phantom import write_phantom
     from LNMStagingLib.presets import Preset
 
     bundle = load_bundle(tiny)
     files = write_phantom(tmp_path / "phantom")
     prepared = prepare_case(load_case(files.image, files.segmentation), Preset.from_dict(bundle.config.preset))
-    patch_set = extract_patches(prepared, PatchConfig(**bundle.config.patch_sampling))
+    patch_set = extract_patches(prepared, bundle.config.patch_sampling)
     features = patch_features(prepared, patch_set.patches, tuple(bundle.config.feature_names))
     assert features.shape == (len(patch_set.patches), 5) and np.all(features[:, 0] <= features[:, 1] + 1e-6)
     images, masks, _ = patch_set.stacked(bag_only=False)

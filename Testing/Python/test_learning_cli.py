@@ -216,7 +216,7 @@ def test_train_on_a_cohort_manifest_with_clinical_data(cohort_bundle):
 
     out = cohort_bundle
     bundle = load_bundle(out)
-    assert [c["name"] for c in bundle.config.clinical_inputs] == ["age", "sex", "t_stage"]
+    assert [c.name for c in bundle.config.clinical_inputs] == ["age", "sex", "t_stage"]
     assert bundle.config.masked_input is False  # the ct preset keeps the surroundings
     features = np.tile([6.0, 8.0, 0.75, 0.95, 1.1], (3, 1))
     patches = np.random.default_rng(0).random((3, 32, 32)).astype(np.float32)

@@ -80,7 +80,7 @@ def test_missing_clinical_values_are_declared_not_zero():
     from LNMStagingLib.prediction.inputs import clinical_inputs
 
     specs = [{"name": s.name, "minimum": s.minimum, "maximum": s.maximum} for s in PAPER_CLINICAL]
-    fake = SimpleNamespace(config=SimpleNamespace(clinical_inputs=specs))
+    fake = SimpleNamespace(config=SimpleNamespace(clinical_inputs=[ClinicalSpec(**s) for s in specs]))
     values, use = clinical_inputs(fake, ClinicalData(age=64, t_stage="T3"))
     assert values == {"age": 64.0, "sex": None, "t_stage": 3.0}
     assert use.declared_missing == ["sex"] and "sex" in use.note and "never a silent zero" in use.note
@@ -318,14 +318,14 @@ def test_node_patch_mapping_follows_a_resized_model_input(phantom_case, tiny_bun
     variant = tmp_path / "resizing-bundle"
     shutil.copytree(tiny_bundle_dir, variant)
     config = json.loads((variant / "config.json").read_text())
-    config["patch_sampling"]["size"] = 2 * config["patch_size"]
+    config["patch_sampling"]["size"] = 2 * config["vae"]["patch_size"]
     (variant / "config.json").write_text(json.dumps(config))
     (variant / "manifest.json").unlink()
     write_manifest(variant, config["name"], config["version"])
     result = predict_case(phantom_case, bundle_path=variant)
     preset, patch_config = bundle_settings(load_bundle(variant))
     patches = extract_patches(prepare_case(phantom_case, preset), patch_config)
-    sampled, model = patch_config.size, config["patch_size"]
+    sampled, model = patch_config.size, config["vae"]["patch_size"]
     for node_id, patch in result.node_patches.items():
         assert patch.image.shape == (model, model)
         assert np.allclose(patch.patch_to_image, phantom_prediction.node_patches[node_id].patch_to_image, atol=1e-9)
