@@ -234,6 +234,8 @@ class PredictionResult:
                 "eta": _round(self.model.eta),
                 "ensemble_members": self.model.n_members,
                 "card": self.model.card_summary,
+                # the one line every shown probability carries (training data, intended use, research use only)
+                "context": self.model.context_line(),
             },
             "input": self.input_info,
             "patient": {
