@@ -12,7 +12,6 @@ installed module and library look for them, and that a fresh Python finds them t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -23,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from LNMStagingLib.bundle import sha256_file
 
 ROOT = Path(__file__).resolve().parents[2]
 KIT = Path(os.environ.get("LNMSTAGING_SLICER_REFERENCE") or ROOT.parent / "shared" / "slicer-reference")
@@ -61,10 +62,6 @@ def _source_files() -> set[Path]:
             if path.is_file() and "__pycache__" not in path.parts:
                 found.add(path)
     return found
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _files_under(folder: Path, pattern: str = "*") -> list[Path]:
@@ -136,7 +133,7 @@ def test_every_file_installed_where_the_module_looks(installed: Installed):
     missing = [str(relative) for relative in contract if not (installed.qsm / relative).is_file()]
     assert not missing, f"not installed under {installed.qsm}: {missing}"
     different = [str(relative) for relative, source in contract.items()
-                 if _sha256(installed.qsm / relative) != _sha256(source)]
+                 if sha256_file(installed.qsm / relative) != sha256_file(source)]
     assert not different, f"installed files differ from their sources: {different}"
     # Nothing else: a file installed elsewhere (e.g. under an absolute build path) would show up here.
     extra = sorted(str(relative) for relative in _files_under(installed.prefix)
@@ -176,7 +173,7 @@ def test_bundled_models_match_their_manifests(installed: Installed):
         manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
         assert manifest["files"], f"{bundle / 'manifest.json'} lists no file"
         for name, entry in manifest["files"].items():
-            assert _sha256(bundle / name) == entry["sha256"], f"{bundle / name}: SHA-256 differs from the manifest"
+            assert sha256_file(bundle / name) == entry["sha256"], f"{bundle / name}: SHA-256 differs from the manifest"
     default = (source_models / "DEFAULT").read_text(encoding="utf-8").strip()
     assert (installed.qsm / "Resources" / "Models" / "DEFAULT").read_text(encoding="utf-8").strip() == default
 
