@@ -141,6 +141,14 @@ def test_every_file_installed_where_the_module_looks(installed: Installed):
     assert not extra, f"installed outside the contract: {extra}"
 
 
+def test_build_tree_module_folder_has_the_same_files(installed: Installed):
+    # The registered tests load the module from the build tree (--additional-module-path), so the library,
+    # models and requirements must lie beside it there too.
+    build_qsm = installed.build / installed.qsm.relative_to(installed.prefix)
+    missing = [str(relative) for relative in _contract() if not (build_qsm / relative).is_file()]
+    assert not missing, f"not in the build tree's module folder {build_qsm}: {missing}"
+
+
 def test_nothing_under_an_absolute_path_subfolder(installed: Installed):
     assert sorted(path.name for path in installed.prefix.iterdir()) == ["lib"]
     module_scripts = {path.name for path in (ROOT / MODULE).glob("*.py")}
