@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import logging
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -493,7 +494,10 @@ class LNMStagingTest(ScriptedLoadableModuleTest):
             sys.path.insert(0, str(scenarioDir))
         import LNMStagingScenarios as scenarios
 
-        context = scenarios.SceneContext(slicer.mrmlScene, {}, python=str(qt.QSettings().value(PYTHON_SETTING, "")) or None)
+        # The child's interpreter: $LNMSTAGING_PYTHON (scripts/slicer_selftest.sh), else the module's setting,
+        # else Slicer's launcher.
+        python = os.environ.get("LNMSTAGING_PYTHON") or str(qt.QSettings().value(PYTHON_SETTING, "")) or None
+        context = scenarios.SceneContext(slicer.mrmlScene, {}, python=python)
         for scenario in scenarios.SCENARIOS:
             self.setUp()
             with tempfile.TemporaryDirectory(prefix="LNMStagingTest-") as folder:
