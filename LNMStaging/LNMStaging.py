@@ -1,26 +1,25 @@
 """LNMStaging: interpretable lymph node metastasis staging inside 3D Slicer.
 
-The module is a thin GUI over ``LNMStagingLogic`` (MRML <-> library, runs headless on ``slicer-core`` too)
-and ``LNMStagingLib`` (all the science). Research use only: not a medical device.
+A thin GUI: the parameter node, the dependency check and the timer that follows the prediction. The
+prediction itself runs in a child process (``LNMStagingSlicerLib.logic``), so the interface never waits
+on it and Cancel ends it at once. Research use only: not a medical device.
+
+Supported: 3D Slicer 5.10 and 5.12 (Python 3.12). This file keeps to Python 3.9 syntax so that an older
+Slicer can load it far enough to say, in one sentence, that it is not supported.
 """
 
 from __future__ import annotations
 
 import html
 import logging
+import os
 import sys
 import tempfile
-import threading
-import time
-import traceback
 from pathlib import Path
-from typing import Any
 
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
-from slicer.parameterNodeWrapper import parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -30,16 +29,21 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 MODULE_DIR = Path(__file__).resolve().parent
-# In a source checkout LNMStagingLib sits next to the module folder; in the built extension it is installed
-# beside the module (qt-scripted-modules), already on sys.path.
-if (MODULE_DIR.parent / "LNMStagingLib").is_dir() and str(MODULE_DIR.parent) not in sys.path:
-    sys.path.append(str(MODULE_DIR.parent))
+# The module's helpers live in LNMStagingSlicerLib/ beside this file. In a source checkout the library
+# (LNMStagingLib) sits one folder up; in an installed extension it is beside the module, already on sys.path.
+for _path in (MODULE_DIR, MODULE_DIR.parent):
+    if (_path == MODULE_DIR or (_path / "LNMStagingLib").is_dir()) and str(_path) not in sys.path:
+        sys.path.append(str(_path))
 
-# LNMStagingLogic (and the library under it) is imported on first use, not here: it needs packages
-# (scipy...) that are installed only after the user agrees, and the module must load without them.
+from LNMStagingSlicerLib.dependencies import missingRequirements, unsupportedSlicerMessage  # noqa: E402
 
-NOT_GIVEN = "not given"
-TORCH_BACKEND_SETTING = "LNMStaging/TorchComputationBackend"  # "cpu" by default; e.g. "cu124" for a GPU
+PYTHON_SETTING = "LNMStaging/PythonInterpreter"  # an LNMStaging environment's interpreter; empty = Slicer's
+POLL_INTERVAL_MS = 100
+
+
+def unsupportedMessage() -> str:
+    """One sentence when this Slicer is older than the supported lines, else ""."""
+    return unsupportedSlicerMessage(int(slicer.app.majorVersion), int(slicer.app.minorVersion))
 
 
 #
@@ -85,7 +89,7 @@ Built on 3D Slicer, PyTorch and SimpleITK.
 #
 
 
-def loadPhantomCase() -> tuple[Any, Any]:
+def loadPhantomCase() -> tuple:
     """Write the phantom to a temporary folder and load its volume and segmentation."""
     from LNMStagingLib.phantom import write_phantom
 
@@ -122,72 +126,22 @@ def registerSampleData() -> None:
 #
 
 
-@parameterNodeWrapper
-class LNMStagingParameterNode:
-    """The module's state, saved with the scene. Widgets bind to it through 'SlicerParameterName' in the .ui."""
-
-    inputVolume: vtkMRMLScalarVolumeNode
-    inputSegmentation: vtkMRMLSegmentationNode
-    splitIslands: bool = False
-    age: int = 0  # 0 = not given (the spin box shows its special value text)
-    sex: str = NOT_GIVEN
-    tStage: str = NOT_GIVEN
-    useBundledModel: bool = True
-    modelPath: Path = Path()
-
-
 class LNMStagingParameterLogic(ScriptedLoadableModuleLogic):
-    """Only the parameter node; the work is in LNMStagingLogic, which must not depend on the application."""
+    """Only the parameter node; the work is in LNMStagingSlicerLib.logic, which needs no application."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self.moduleName = "LNMStaging"
 
-    def getParameterNode(self) -> LNMStagingParameterNode:
+    def getParameterNode(self):
+        from LNMStagingSlicerLib.parameters import LNMStagingParameterNode
+
         return LNMStagingParameterNode(super().getParameterNode())
 
 
 #
-# Dependencies (installed on first use, after the user agrees)
+# Dependencies: only for Slicer's own Python (an LNMStaging environment chosen in Advanced needs none)
 #
-
-
-def requirementsFile() -> Path | None:
-    for candidate in (MODULE_DIR / "Resources" / "requirements.txt", MODULE_DIR.parent / "Resources" / "requirements.txt"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def missingRequirements() -> list[str]:
-    """Lines of requirements.txt that are not satisfied in Slicer's Python."""
-    import importlib.metadata
-
-    path = requirementsFile()
-    if path is None:
-        return []
-    try:
-        from packaging.requirements import Requirement
-    except ImportError:
-        Requirement = None
-    missing = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        if Requirement is None:
-            name, specifier = line.split(">")[0].split("=")[0].split("<")[0].strip(), None
-        else:
-            requirement = Requirement(line)
-            name, specifier = requirement.name, requirement.specifier
-        try:
-            version = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            missing.append(line)
-            continue
-        if specifier is not None and version not in specifier:
-            missing.append(line)
-    return missing
 
 
 def torchInstalled() -> bool:
@@ -197,45 +151,43 @@ def torchInstalled() -> bool:
 
 
 def ensureDependencies() -> bool:
-    """Install PyTorch (through the PyTorch extension, CPU build unless configured) and requirements.txt,
-    after asking. Returns False when the user declines or something is missing."""
+    """PyTorch through the PyTorch extension (CPU build: inference runs on the CPU), then requirements.txt,
+    each after the user agrees; no wait cursor while a question is open. False when declined or failed."""
     if not torchInstalled():
         try:
             import PyTorchUtils
         except ImportError:
             slicer.util.errorDisplay(
-                "LNMStaging needs PyTorch. Install the 'PyTorch' extension from the Extensions Manager, restart "
-                "Slicer, then press Predict again."
-            )
+                "LNMStaging needs PyTorch. Install the 'PyTorch' extension from the Extensions Manager and restart "
+                "Slicer, or choose the Python of an LNMStaging environment under Advanced.", windowTitle="LNMStaging")
             return False
-        backend = str(qt.QSettings().value(TORCH_BACKEND_SETTING, "cpu"))
         if not slicer.util.confirmOkCancelDisplay(
-            f"LNMStaging needs PyTorch, which is not installed yet. Install it now ({backend} build, a few hundred "
-            "MB; it takes some minutes)?",
-            windowTitle="LNMStaging: install PyTorch",
-        ):
+            "LNMStaging needs PyTorch, which is not installed yet. Install it now (CPU build, a few hundred MB; "
+            "it takes some minutes)?", windowTitle="LNMStaging: install PyTorch"):
             return False
         with slicer.util.WaitCursor():
-            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, forceComputationBackend=backend)
+            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, forceComputationBackend="cpu")
         if torch is None:
-            slicer.util.errorDisplay("PyTorch could not be installed; see the Python console for details.")
+            slicer.util.errorDisplay("PyTorch could not be installed; see the Python console for details.",
+                                     windowTitle="LNMStaging")
             return False
     missing = missingRequirements()
-    if missing:
-        if not slicer.util.confirmOkCancelDisplay(
-            "LNMStaging needs these Python packages, which are not installed yet:\n\n" + "\n".join(missing)
-            + "\n\nInstall them now?",
-            windowTitle="LNMStaging: install dependencies",
-        ):
-            return False
-        with slicer.util.WaitCursor():
-            try:
-                import slicer.pydeps as pydeps  # Slicer >= 5.11
-
-                pydeps.pip_ensure(pydeps.load_requirements(str(requirementsFile())), requester="LNMStaging")
-            except ImportError:
-                slicer.util.pip_install(missing)
-    return True
+    if not missing:
+        return True
+    if not slicer.util.confirmOkCancelDisplay(
+        "LNMStaging needs these Python packages, which are not installed yet:\n\n" + "\n".join(missing)
+        + "\n\nInstall them now?", windowTitle="LNMStaging: install dependencies"):
+        return False
+    with slicer.util.WaitCursor():
+        try:
+            import slicer.packaging as packaging  # Slicer >= 5.12
+        except ImportError:
+            packaging = None
+        if packaging is not None:
+            packaging.pip_install(missing, requester="LNMStaging")
+        else:
+            slicer.util.pip_install(missing)
+    return not missingRequirements()
 
 
 #
@@ -247,17 +199,15 @@ class LNMStagingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self._logic = None
-        self._parameterNode: LNMStagingParameterNode | None = None
+        self.logic = None
+        self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._worker: threading.Thread | None = None
-        self._cancelRequested = threading.Event()
-        self._progress: tuple[float, str] = (0.0, "")
-        self._workerOutcome: tuple[str, Any] | None = None
-        self._prepared = None  # LNMStagingLogic.PreparedInputs of the running prediction
-        self._pollTimer: qt.QTimer | None = None
+        self._observedSegmentation = None
+        self._run = None  # LNMStagingSlicerLib.logic.PredictionRun of the running prediction
+        self._pollTimer = None
         self._dependenciesChecked = False
-        self._shownModelCard: tuple[str | None] | None = None  # the model whose card is shown
+        self._shownModelCard = None
+        self._unsupported = ""
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -265,17 +215,31 @@ class LNMStagingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
+        self._unsupported = unsupportedMessage()
+        if self._unsupported:  # an older Slicer: say so, bind nothing that needs the newer one
+            self._setStatus(self._unsupported, error=True)
+            self.ui.predictButton.enabled = False
+            self.ui.predictButton.toolTip = self._unsupported
+            return
 
+        from LNMStagingSlicerLib.logic import LNMStagingLogic
+
+        self.logic = LNMStagingLogic()
         self.parameterLogic = LNMStagingParameterLogic()
+        self._pollTimer = qt.QTimer()
+        self._pollTimer.setInterval(POLL_INTERVAL_MS)
+        self._pollTimer.connect("timeout()", self._poll)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-
         self.ui.predictButton.connect("clicked(bool)", self.onPredictButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.ui.segmentEditorButton.connect("clicked(bool)", self.onSegmentEditorButton)
         self.ui.loadPhantomButton.connect("clicked(bool)", self.onLoadPhantomButton)
-
+        # Not bound through the parameter node (its path connector shows an empty path as "."): by hand.
+        self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
+        self.ui.pythonPathLineEdit.currentPath = str(qt.QSettings().value(PYTHON_SETTING, ""))
+        self.ui.pythonPathLineEdit.connect("currentPathChanged(QString)", self.onPythonPathChanged)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -283,7 +247,8 @@ class LNMStagingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
 
     def enter(self) -> None:
-        self.initializeParameterNode()
+        if not self._unsupported:
+            self.initializeParameterNode()
 
     def exit(self) -> None:
         if self._parameterNode:
@@ -310,7 +275,7 @@ class LNMStagingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if firstSegmentation:
                 self._parameterNode.inputSegmentation = firstSegmentation
 
-    def setParameterNode(self, inputParameterNode: LNMStagingParameterNode | None) -> None:
+    def setParameterNode(self, inputParameterNode) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
@@ -318,207 +283,182 @@ class LNMStagingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+            self.ui.modelPathLineEdit.currentPath = self._parameterNode.modelPath
         self._onParameterNodeModified()
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
         # Observing the parameter node (not the widgets) sees every change, whatever made it, after it is stored.
+        self._observeSegmentation(self._parameterNode.inputSegmentation if self._parameterNode else None)
         self._checkCanApply()
-        if self._shownModelCard != (self._modelPath(),):
+        if self._shownModelCard != self._modelPath():
             self.updateModelCard()
 
-    @property
-    def logic(self):
-        """LNMStagingLogic, imported on first use (see the note at the imports)."""
-        if self._logic is None:
-            from LNMStagingLogic import LNMStagingLogic
-
-            self._logic = LNMStagingLogic()
-        return self._logic
+    def _observeSegmentation(self, segmentationNode) -> None:
+        """Follow the chosen segmentation, so that adding its first segment enables Predict at once."""
+        if segmentationNode is self._observedSegmentation:
+            return
+        if self._observedSegmentation is not None:
+            self.removeObserver(self._observedSegmentation, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._observedSegmentation = segmentationNode
+        if segmentationNode is not None:
+            self.addObserver(segmentationNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
 
     # ---------------------------------------------------------------- state
 
     def _running(self) -> bool:
-        return self._worker is not None and self._worker.is_alive()
+        return self._run is not None
 
     def _checkCanApply(self, caller=None, event=None) -> None:
         """The single place deciding whether Predict is possible, and telling why not."""
-        parameters = self._parameterNode
-        running = self._running()
-        reason = ""
-        if running:
-            reason = "A prediction is running."
-        elif not parameters or not parameters.inputVolume:
-            reason = "Select the T2 volume."
-        elif not parameters.inputSegmentation:
-            reason = "Select (or create with the Segment Editor) the lymph node segmentation."
-        elif parameters.inputSegmentation.GetSegmentation().GetNumberOfSegments() == 0:
-            reason = "The segmentation has no segments yet: segment the nodes first."
-        elif not parameters.useBundledModel and str(parameters.modelPath) in ("", "."):
-            reason = "Choose a model bundle folder, or tick 'Use the bundled default model'."
-        self.ui.predictButton.enabled = not reason
-        self.ui.predictButton.toolTip = reason or "Predict the probability of metastasis for every node and the patient, and show the explanations."
-        self.ui.cancelButton.enabled = running
-        self.ui.modelPathLineEdit.enabled = bool(parameters) and not parameters.useBundledModel
+        from LNMStagingSlicerLib.parameters import updateApplyButtons
 
-    def _modelPath(self) -> str | None:
-        parameters = self._parameterNode
-        if parameters is None or parameters.useBundledModel or str(parameters.modelPath) in ("", "."):
-            return None
-        return str(parameters.modelPath)
+        updateApplyButtons(self.ui, self._parameterNode, self._running(), self._unsupported)
+
+    def _modelPath(self):
+        from LNMStagingSlicerLib.parameters import modelPath
+
+        return modelPath(self._parameterNode)
+
+    def _python(self) -> str:
+        return str(qt.QSettings().value(PYTHON_SETTING, "") or "").strip()
 
     def updateModelCard(self, *args) -> None:
-        try:
-            text = self.logic.modelCardText(self._modelPath())
-        except ImportError:
-            text = "The model card is shown once the dependencies are installed (press Predict to install them)."
-        except Exception as error:  # the card is informative only; never block the panel on it
-            text = f"The model card cannot be read: {error}"
+        text = self.logic.modelCardText(self._modelPath())
         if hasattr(self.ui.modelCardBrowser, "setMarkdown"):  # Qt >= 5.14
             self.ui.modelCardBrowser.setMarkdown(text)
         else:
             self.ui.modelCardBrowser.setPlainText(text)
-        self._shownModelCard = (self._modelPath(),)
-
-    def _clinical(self) -> dict[str, Any] | None:
-        parameters = self._parameterNode
-        clinical = {
-            "age": parameters.age if parameters.age > 0 else None,
-            "sex": None if parameters.sex == NOT_GIVEN else parameters.sex,
-            "t_stage": None if parameters.tStage == NOT_GIVEN else parameters.tStage,
-        }
-        return clinical if any(value is not None for value in clinical.values()) else None
+        self._shownModelCard = self._modelPath()
 
     def _setStatus(self, text: str, error: bool = False) -> None:
         self.ui.statusLabel.text = text
         self.ui.statusLabel.styleSheet = "color: #c0392b; font-weight: bold" if error else ""
 
-    def _showError(self, error: BaseException, details: str = "") -> None:
-        """Errors meant for the user (LNMStagingError) as one sentence in the panel; others with details."""
-        from LNMStagingLib.errors import CancelledError, LNMStagingError
+    def _showError(self, error: BaseException) -> None:
+        """A module error as one sentence in the panel (and a message box); anything else with its details."""
+        from LNMStagingSlicerLib.errors import ModuleError, PredictionCancelled
 
-        if isinstance(error, CancelledError):
+        if isinstance(error, PredictionCancelled):
             self._setStatus("Prediction cancelled.")
             return
-        if isinstance(error, LNMStagingError):
-            self._setStatus(str(error), error=True)
-            slicer.util.errorDisplay(str(error), windowTitle="LNMStaging")
-            return
-        self._setStatus(f"Prediction failed: {error}", error=True)
-        slicer.util.errorDisplay(f"Prediction failed: {error}", windowTitle="LNMStaging", detailedText=details)
+        message = str(error) if isinstance(error, ModuleError) else f"Prediction failed: {error}"
+        self._setStatus(message, error=True)
+        slicer.util.errorDisplay(message, windowTitle="LNMStaging")
 
     # ---------------------------------------------------------------- actions
 
+    def onModelPathChanged(self, path: str) -> None:
+        if self._parameterNode is not None and self._parameterNode.modelPath != path:
+            self._parameterNode.modelPath = path
+
+    def onPythonPathChanged(self, path: str) -> None:
+        qt.QSettings().setValue(PYTHON_SETTING, path.strip())
+
     def onSegmentEditorButton(self) -> None:
-        with slicer.util.tryWithErrorDisplay("Cannot open the Segment Editor.", waitCursor=True):
-            volumeNode = self._parameterNode.inputVolume
-            segmentationNode = self._parameterNode.inputSegmentation
-            if segmentationNode is None:
-                if volumeNode is None:
-                    raise ValueError("Select the T2 volume first: the new segmentation takes its geometry.")
-                segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{volumeNode.GetName()} nodes")
-                segmentationNode.CreateDefaultDisplayNodes()
-                segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
-                self._parameterNode.inputSegmentation = segmentationNode
-            slicer.util.selectModule("SegmentEditor")
-            editor = slicer.modules.SegmentEditorWidget.editor
-            editor.setSegmentationNode(segmentationNode)
-            if volumeNode is not None:
-                if hasattr(editor, "setSourceVolumeNode"):
-                    editor.setSourceVolumeNode(volumeNode)
-                else:  # Slicer < 5.2
-                    editor.setMasterVolumeNode(volumeNode)
+        volumeNode = self._parameterNode.inputVolume
+        segmentationNode = self._parameterNode.inputSegmentation
+        if segmentationNode is None:
+            if volumeNode is None:
+                self._setStatus("Select the T2 volume first: the new segmentation takes its geometry.", error=True)
+                return
+            segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{volumeNode.GetName()} nodes")
+            segmentationNode.CreateDefaultDisplayNodes()
+            segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+            self._parameterNode.inputSegmentation = segmentationNode
+        slicer.util.selectModule("SegmentEditor")
+        editor = slicer.modules.SegmentEditorWidget.editor
+        editor.setSegmentationNode(segmentationNode)
+        if volumeNode is not None:
+            editor.setSourceVolumeNode(volumeNode)
 
     def onLoadPhantomButton(self) -> None:
-        with slicer.util.tryWithErrorDisplay("Cannot load the phantom.", waitCursor=True):
-            volumeNode, segmentationNode = loadPhantomCase()
-            self._parameterNode.inputVolume = volumeNode
-            self._parameterNode.inputSegmentation = segmentationNode
+        try:
+            with slicer.util.WaitCursor():
+                volumeNode, segmentationNode = loadPhantomCase()
+        except Exception as error:  # noqa: BLE001 (one sentence in the panel, details in the log)
+            logging.exception("LNMStaging: loading the phantom failed")
+            self._setStatus(f"The phantom cannot be loaded: {error}", error=True)
+            return
+        self._parameterNode.inputVolume = volumeNode
+        self._parameterNode.inputSegmentation = segmentationNode
 
     def onPredictButton(self) -> None:
+        from LNMStagingSlicerLib.errors import ModuleError
+        from LNMStagingSlicerLib.logic import PredictionRequest
+        from LNMStagingSlicerLib.parameters import clinicalInputs
+
         if self._running():
             return
-        if not self._dependenciesChecked:
-            with slicer.util.tryWithErrorDisplay("Installing the dependencies failed.", waitCursor=True):
-                self._dependenciesChecked = ensureDependencies()
+        python = self._python()
+        if not python and not self._dependenciesChecked:
+            # Questions first, without a wait cursor; ensureDependencies shows it only while installing.
+            self._dependenciesChecked = ensureDependencies()
             if not self._dependenciesChecked:
-                self._setStatus("The dependencies are not installed; prediction needs them.", error=True)
+                self._setStatus("The dependencies are not installed; prediction needs them (or choose an "
+                                "LNMStaging Python under Advanced).", error=True)
                 return
         parameters = self._parameterNode
+        request = PredictionRequest(
+            clinical=clinicalInputs(parameters), modelPath=self._modelPath(), splitIslands=parameters.splitIslands,
+            python=python or None, baseEnvironment=slicer.util.startupEnvironment() if python else None,
+        )
         try:
-            # Reading the scene must happen on the main thread.
-            self._prepared = self.logic.prepareInputs(parameters.inputVolume, parameters.inputSegmentation, parameters.splitIslands)
-        except Exception as error:
-            self._showError(error, traceback.format_exc())
+            with slicer.util.WaitCursor():  # writing the inputs: well under a second for an MRI
+                self._run = self.logic.startPrediction(parameters.inputVolume, parameters.inputSegmentation, request)
+        except ModuleError as error:
+            self._showError(error)
             return
-        self._cancelRequested.clear()
-        self._progress = (0.0, "Starting")
-        self._workerOutcome = None
-        prepared, clinical, modelPath = self._prepared, self._clinical(), self._modelPath()
-        runPrediction = self.logic.runPrediction
-
-        def progress(fraction: float, message: str) -> None:
-            self._progress = (fraction, message)  # one assignment: safe to read from the main thread
-
-        def work() -> None:
-            try:
-                self._workerOutcome = ("result", runPrediction(prepared, clinical, modelPath, progress, self._cancelRequested.is_set))
-            except BaseException as error:  # reported on the main thread
-                self._workerOutcome = ("error", (error, traceback.format_exc()))
-
-        # A thread keeps the interface live while PyTorch works (it releases the GIL in its kernels); the
-        # library takes no MRML object, so nothing in the scene is touched off the main thread.
-        self._worker = threading.Thread(target=work, name="LNMStagingPrediction", daemon=True)
-        self._worker.start()
-        self._setStatus(prepared.skippedMessage)
+        self._setStatus(self._run.skippedMessage)
         self.ui.progressBar.value = 0
-        self._pollTimer = qt.QTimer()
-        self._pollTimer.setInterval(100)
-        self._pollTimer.connect("timeout()", self._poll)
         self._pollTimer.start()
         self._checkCanApply()
 
     def onCancelButton(self) -> None:
         if self._running():
-            self._cancelRequested.set()
-            self._setStatus("Cancelling...")
+            self._pollTimer.stop()
+            run, self._run = self._run, None
+            run.cancel()
+            self.ui.progressBar.value = 0
+            self.ui.progressBar.format = "%p%"
+            self._setStatus("Prediction cancelled; nothing was added to the scene.")
+            self._checkCanApply()
 
     def _poll(self) -> None:
-        fraction, message = self._progress
+        from LNMStagingSlicerLib.errors import ModuleError
+
+        run = self._run
+        if run is None:
+            self._pollTimer.stop()
+            return
+        fraction, message = run.poll()
         self.ui.progressBar.value = int(round(100 * max(0.0, min(1.0, fraction))))
         self.ui.progressBar.format = f"{message} %p%" if message else "%p%"
-        if self._running():
-            time.sleep(0.005)  # lets the worker take the GIL even where the event loop holds it
+        if run.running:
             return
         self._pollTimer.stop()
-        self._worker = None
-        outcome, self._workerOutcome = self._workerOutcome, None
+        self._run = None
         try:
-            if outcome is None:
-                raise RuntimeError("the prediction stopped without a result")
-            kind, value = outcome
-            if kind == "result" and self._cancelRequested.is_set():
-                # Finished just as the user cancelled (or closed the scene): keep the scene as it is.
-                self._setStatus("Prediction cancelled.")
-                return
-            if kind == "error":
-                self._showError(*value)
-                return
-            with slicer.util.tryWithErrorDisplay("Showing the results failed.", waitCursor=True):
-                self._showResults(self.logic.writeOutputs(self._prepared, value))
+            with slicer.util.WaitCursor():
+                outputs = run.finish()
+            self._showResults(outputs)
+        except ModuleError as error:
+            self._showError(error)
         finally:
             self.ui.progressBar.format = "%p%"
             self._checkCanApply()
 
     def _showResults(self, outputs) -> None:
-        """``outputs``: LNMStagingLogic.PredictionOutputs."""
-        result = outputs.result
-        patient = result.patient
-        uncertain = f" <i>Uncertain: {html.escape('; '.join(patient.uncertainty_reasons))}.</i>" if patient.uncertain else ""
+        """``outputs``: LNMStagingSlicerLib.scene_outputs.PredictionOutputs."""
+        from LNMStagingSlicerLib.scene_outputs import modelContext, uncertaintyText
+
+        patient = outputs.report["patient"]
+        uncertain = f" <i>Uncertain: {html.escape(uncertaintyText(patient))}.</i>" if patient.get("uncertain") else ""
         # Never a probability without the model's training data, intended use and "research use only".
         self.ui.patientResultLabel.text = (
-            f"<b>Patient: {html.escape(patient.decision)}</b>: probability of lymph node metastasis "
-            f"{patient.probability:.2f} &plusmn; {patient.std:.2f} (threshold {patient.threshold:.2f}), "
-            f"{len(result.nodes)} node(s).{uncertain}<br><small>{html.escape(result.model.context_line())}</small>"
+            f"<b>Patient: {html.escape(str(patient['decision']))}</b>: probability of lymph node metastasis "
+            f"{float(patient['probability']):.2f} &plusmn; {float(patient['std']):.2f} (threshold "
+            f"{float(patient['threshold']):.2f}), {len(outputs.report['nodes'])} node(s).{uncertain}"
+            f"<br><small>{html.escape(modelContext(outputs.report))}</small>"
         )
         self.ui.resultsTableView.setMRMLTableNode(outputs.tableNode)
         self.ui.progressBar.value = 100
@@ -536,25 +476,28 @@ class LNMStagingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class LNMStagingTest(ScriptedLoadableModuleTest):
-    """Runs the scenarios of the headless pytest suite (LNMStaging/Testing/Python/LNMStagingScenarios.py)
-    on Slicer's own scene, so both places check the same behaviour."""
+    """Runs the scenarios of the headless pytest suite (Testing/Python/LNMStagingScenarios.py) on Slicer's own
+    scene, plus the panel's widget binding, so both places check the same behaviour."""
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear()
 
     def runTest(self) -> None:
         self.test_Scenarios()
-        self.test_WidgetLoads()
+        self.test_WidgetBinding()
 
     def test_Scenarios(self) -> None:
-        """Every scenario of the pytest suite, on slicer.mrmlScene (a prediction one skips, with its reason
-        logged, when the prediction library is not installed)."""
+        """Every scenario of the pytest suite, on slicer.mrmlScene (the prediction ones skip, with their reason
+        logged, when no interpreter with the prediction library's packages is available)."""
         scenarioDir = MODULE_DIR / "Testing" / "Python"
         if str(scenarioDir) not in sys.path:
             sys.path.insert(0, str(scenarioDir))
         import LNMStagingScenarios as scenarios
 
-        context = scenarios.SceneContext(slicer.mrmlScene, {})
+        # The child's interpreter: $LNMSTAGING_PYTHON (scripts/slicer_selftest.sh), else the module's setting,
+        # else Slicer's launcher.
+        python = os.environ.get("LNMSTAGING_PYTHON") or str(qt.QSettings().value(PYTHON_SETTING, "")) or None
+        context = scenarios.SceneContext(slicer.mrmlScene, {}, python=python)
         for scenario in scenarios.SCENARIOS:
             self.setUp()
             with tempfile.TemporaryDirectory(prefix="LNMStagingTest-") as folder:
@@ -565,10 +508,18 @@ class LNMStagingTest(ScriptedLoadableModuleTest):
                     continue
             self.delayDisplay(f"{scenario.__name__} passed", 10)
 
-    def test_WidgetLoads(self) -> None:
-        """The panel builds from its .ui file and Predict stays disabled without inputs."""
+    def test_WidgetBinding(self) -> None:
+        """The panel binds to its parameter node: choosing inputs in the widgets reaches the parameter node and
+        back, and Predict becomes enabled once a volume and a segmentation with a segment are chosen."""
         self.setUp()
         widget = slicer.util.getModuleWidget("LNMStaging")  # builds it; works without the main window
         self.assertFalse(widget.ui.predictButton.enabled)
         self.assertTrue(widget.ui.predictButton.toolTip)
-        self.delayDisplay("LNMStaging widget test passed", 10)
+        scenarioDir = MODULE_DIR / "Testing" / "Python"
+        if str(scenarioDir) not in sys.path:
+            sys.path.insert(0, str(scenarioDir))
+        import LNMStagingScenarios as scenarios
+
+        scenarios.checkWidgetBinding(widget.ui, widget._parameterNode, slicer.mrmlScene)
+        self.assertTrue(widget.ui.predictButton.enabled, widget.ui.predictButton.toolTip)
+        self.delayDisplay("LNMStaging widget binding test passed", 10)

@@ -132,7 +132,7 @@ def orient_to_lps(volume: Volume, nodes: list[NodeRegion]) -> tuple[Volume, list
         ]
         offset = tuple(int(v) for v in new_low_ijk[::-1])
         assert all(o + s <= n for o, s, n in zip(offset, mask.shape, new_shape_kji, strict=True))
-        oriented_nodes.append(NodeRegion(node.node_id, node.segment_name, node.label_value, offset, mask))
+        oriented_nodes.append(NodeRegion(node.node_id, node.segment_name, node.label_value, offset, mask, node.segment_id))
     return oriented, oriented_nodes
 
 
@@ -171,7 +171,8 @@ def _resample(volume: Volume, nodes: list[NodeRegion], spacing: tuple[float, flo
         mask = sitk.GetArrayFromImage(sitk.Resample(mask_image, sub_reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0)) > 0
         if not mask.any():
             continue  # smaller than one new voxel: reported by the caller through the node count
-        new_nodes.append(NodeRegion(node.node_id, node.segment_name, node.label_value, tuple(int(v) for v in new_low[::-1]), mask))
+        new_nodes.append(NodeRegion(node.node_id, node.segment_name, node.label_value, tuple(int(v) for v in new_low[::-1]), mask,
+                                    node.segment_id))
     return new_volume, new_nodes
 
 

@@ -31,6 +31,7 @@ class NodeRegion:
     label_value: int
     offset: tuple[int, int, int]
     mask: np.ndarray
+    segment_id: str = ""  # the segment's ID in a .seg.nrrd (SegmentN_ID); "" for a plain labelmap
 
     @property
     def voxel_count(self) -> int:
@@ -46,6 +47,7 @@ class SegmentInfo:
     label_value: int
     layer: int
     color: tuple[float, float, float] | None = None
+    segment_id: str = ""
 
 
 @dataclass
@@ -92,7 +94,7 @@ def nodes_from_label_array(
         if not regions:
             result.skipped.append(segment.name)
         for name, value, offset, region_mask in regions:
-            result.nodes.append(NodeRegion(0, name, value, offset, region_mask))
+            result.nodes.append(NodeRegion(0, name, value, offset, region_mask, segment.segment_id))
     return result
 
 
@@ -125,6 +127,7 @@ def read_segment_infos(image: sitk.Image) -> list[SegmentInfo] | None:
                 label_value=int(float(value("LabelValue", "1"))),
                 layer=int(float(value("Layer", "0"))),
                 color=color,
+                segment_id=value("ID", ""),
             )
         )
     return infos

@@ -4,8 +4,11 @@
 #
 #   SLICER_EXECUTABLE=/path/to/Slicer bash scripts/slicer_selftest.sh
 #
-# LNMSTAGING_SELFTEST_INSTALL=1 first installs Resources/requirements.txt into Slicer's Python (PyTorch
-# itself comes from the PyTorch extension; without it the prediction scenario is skipped, with its reason).
+# Supported: Slicer 5.10 and 5.12. The prediction scenarios run the prediction in a child process:
+# LNMSTAGING_PYTHON=/path/to/.venv/bin/python uses an LNMStaging environment for it (nothing installed into
+# Slicer); else Slicer's own Python, for which LNMSTAGING_SELFTEST_INSTALL=1 first installs
+# Resources/requirements.txt (PyTorch itself comes from the PyTorch extension). Without either, those
+# scenarios are skipped, with their reason.
 # Without SLICER_EXECUTABLE it says why it skips and succeeds: the same scenarios run headless in
 # Testing/Python/test_slicer_module.py (slicer-core), which scripts/test.sh runs.
 set -euo pipefail
@@ -13,7 +16,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 if [ -z "${SLICER_EXECUTABLE:-}" ]; then
-  echo "slicer_selftest: skipped: SLICER_EXECUTABLE is not set (point it at a 3D Slicer >= 5.6 executable to" \
+  echo "slicer_selftest: skipped: SLICER_EXECUTABLE is not set (point it at a 3D Slicer 5.10 or 5.12 executable to" \
        "run the module's self-test in the application; the same scenarios run headless in pytest)."
   exit 0
 fi

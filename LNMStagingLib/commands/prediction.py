@@ -27,10 +27,12 @@ def _predict(args: argparse.Namespace) -> int:
     from ..atomic import check_output_directory
     from ..case import load_case
     from ..prediction.writers import REPORT_FILE
+    from ..progress_lines import print_progress
 
     clinical = _clinical(args)
     check_output_directory(args.out, REPORT_FILE)  # before the work: never replace a folder of other files
-
+    if args.progress_lines:
+        print_progress(0.0, "reading the image and the segmentation")
     case = load_case(args.image, args.segmentation, split_islands=args.split_islands)
     started = time.perf_counter()
     import monai.visualize  # noqa: F401  (imported here so that the timings below exclude imports)
@@ -43,11 +45,14 @@ def _predict(args: argparse.Namespace) -> int:
     imports = time.perf_counter() - started
     clock = time.perf_counter()
     bundle = load_bundle(args.model)
-    check_intended_input(bundle, args.preset, image_modality(args.image))
+    check_intended_input(bundle, args.preset, image_modality(args.image) or args.modality)
     load_time = time.perf_counter() - clock
     clock = time.perf_counter()
-    with tqdm(total=100, desc="predict", unit="%", disable=None if not args.quiet else True, leave=False) as bar:
+    quiet = args.quiet or args.progress_lines
+    with tqdm(total=100, desc="predict", unit="%", disable=None if not quiet else True, leave=False) as bar:
         def progress(fraction: float, message: str) -> None:
+            if args.progress_lines:
+                print_progress(fraction, message)
             bar.set_postfix_str(message)
             bar.update(round(100 * fraction) - bar.n)
 
@@ -99,7 +104,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--model", help="model bundle folder or installed bundle name (default: the default bundle)")
     predict.add_argument("--preset", help="the preprocessing preset the image is meant for; refused when the bundle "
                          "expects another one")
+    predict.add_argument("--modality", help="the image's modality as DICOM names it (MR, CT) when its file carries none "
+                         "(NRRD, NIfTI); refused when the bundle expects another one")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
+    predict.add_argument("--progress-lines", action="store_true", help="instead of the bar, one machine-readable line "
+                         "per step on stdout: 'lnmstaging-progress {\"fraction\": F, \"message\": M}' (for a parent "
+                         "process such as the Slicer module)")
     predict.add_argument("--out", type=Path, required=True, help="output folder (replaced as a whole, atomically)")
     predict.set_defaults(handler=_predict)
 

@@ -216,6 +216,7 @@ def _predict(case: Case, clinical: ClinicalData | None, bundle_path: Path | str 
     timings.traversal_s = time.perf_counter() - clock
 
     nodes, patch_maps, traversals, node_patches = [], {}, {}, {}
+    segment_ids = {node.node_id: node.segment_id for node in case.nodes}
     for row, m in enumerate(usable):
         member_probs = patch_probs[:, patch_node == m.node_id].mean(axis=1)
         cv, node_criteria = criteria_by_id[m.node_id]
@@ -227,6 +228,7 @@ def _predict(case: Case, clinical: ClinicalData | None, bundle_path: Path | str 
             **{key: getattr(m, key) for key in NodePrediction.MEASUREMENT_KEYS},
             largest_slice=m.largest_slice, heterogeneity_cv=cv, criteria=node_criteria,
             native_measurement={key: getattr(native_m, key) for key in NodePrediction.MEASUREMENT_KEYS} if native_m else {},
+            segment_id=segment_ids.get(m.node_id, ""),
         ))
         patch_maps[m.node_id] = cams[row]
         traversals[m.node_id] = {name: frames[name][row] for name in frames}

@@ -118,6 +118,7 @@ class NodePrediction:
     criteria: dict[str, Any]
     native_measurement: dict[str, Any] = field(default_factory=dict)  # on the image's own grid
     gradcam_in_node_fraction: float = 0.0  # share of the node's Grad-CAM mass inside its own outline
+    segment_id: str = ""  # the .seg.nrrd segment the node came from ("" for a labelmap): lets a viewer map back
 
     MEASUREMENT_KEYS = ("short_axis_mm", "long_axis_mm", "axis_ratio", "convexity", "compactness", "volume_mm3",
                         "n_slices", "centroid_x", "centroid_y", "centroid_z", "area_mm2")
@@ -126,6 +127,7 @@ class NodePrediction:
         data = {
             "node_id": self.node_id,
             "segment_name": self.segment_name,
+            "segment_id": self.segment_id or None,
             "probability": _round(self.probability),
             "std": _round(self.std),
             "per_member": [_round(p) for p in self.per_member],
@@ -232,6 +234,8 @@ class PredictionResult:
                 "eta": _round(self.model.eta),
                 "ensemble_members": self.model.n_members,
                 "card": self.model.card_summary,
+                # the one line every shown probability carries (training data, intended use, research use only)
+                "context": self.model.context_line(),
             },
             "input": self.input_info,
             "patient": {

@@ -23,9 +23,30 @@ def traversal_files(node_id: int, direction: str) -> tuple[str, str]:
     return f"traversal/{stem}.png", f"traversal/{stem}.nrrd"
 
 
-def _write_stack(frames: np.ndarray, pixel_mm: float, path: Path) -> None:
+def frame_geometry(frame_to_lps: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+    """Spacing, origin and direction of a traversal stack whose frame ``k`` is the plane where the node's patch
+    was cut: axes i and j are the frame's columns and rows in LPS millimetres, axis k (spacing 1) only
+    numbers the frames, along the plane's normal.
+
+    Args:
+        frame_to_lps: 4x4 taking a frame pixel (col, row, 0, 1) to LPS millimetres.
+
+    Returns:
+        (spacing, origin, direction as 9 row-major values), as SimpleITK takes them.
+    """
+    columns, rows = frame_to_lps[:3, 0], frame_to_lps[:3, 1]
+    normal = np.cross(columns, rows)
+    axes = np.column_stack([columns / np.linalg.norm(columns), rows / np.linalg.norm(rows), normal / np.linalg.norm(normal)])
+    spacing = (float(np.linalg.norm(columns)), float(np.linalg.norm(rows)), 1.0)
+    return spacing, tuple(float(v) for v in frame_to_lps[:3, 3]), tuple(float(v) for v in axes.ravel())
+
+
+def _write_stack(frames: np.ndarray, frame_to_lps: np.ndarray, path: Path) -> None:
     image = sitk.GetImageFromArray(frames.astype(np.float32))  # (F, H, W): frames along k
-    image.SetSpacing((pixel_mm, pixel_mm, 1.0))
+    spacing, origin, direction = frame_geometry(frame_to_lps)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    image.SetDirection(direction)
     sitk.WriteImage(image, str(path), useCompression=True)
 
 
@@ -40,12 +61,14 @@ def write_outputs(result: PredictionResult, case: Case, out_dir: str | Path) -> 
         heatmap = Volume(result.heatmap.astype(np.float32), case.image.spacing, case.image.origin, case.image.direction)
         sitk.WriteImage(heatmap.to_sitk(), str(folder / "gradcam.nrrd"), useCompression=True)
         (folder / "traversal").mkdir()
+        index_to_lps = case.image.index_to_lps()
         for node_id, directions in result.traversals.items():
-            pixel_mm = result.node_patches[node_id].pixel_mm
+            patch = result.node_patches[node_id]
             for direction, frames in directions.items():
                 png, nrrd = traversal_files(node_id, direction)
                 (folder / png).write_bytes(png_bytes(strip(frames)))
-                _write_stack(frames, pixel_mm, folder / nrrd)
+                # Each stack carries its own placement: a viewer shows frame k where the patch was cut.
+                _write_stack(frames, index_to_lps @ patch.frame_to_image(frames.shape[1:]), folder / nrrd)
                 report["outputs"]["traversal"].setdefault(str(node_id), {})[direction] = {"png": png, "nrrd": nrrd}
         (folder / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         (folder / "report.html").write_text(render_html(result), encoding="utf-8")

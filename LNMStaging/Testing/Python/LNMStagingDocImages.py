@@ -31,11 +31,13 @@ for path in (HERE, HERE.parents[1], HERE.parents[2]):
         sys.path.insert(0, str(path))
 
 import LNMStagingScenarios as scenarios  # noqa: E402
-from LNMStagingLogic import (  # noqa: E402
+from LNMStagingSlicerLib.logic import LNMStagingLogic, PredictionRequest  # noqa: E402
+from LNMStagingSlicerLib.scene_inputs import ExportedInputs  # noqa: E402
+from LNMStagingSlicerLib.scene_outputs import (  # noqa: E402
     HEATMAP_FOREGROUND_OPACITY,
-    LNMStagingLogic,
     PredictionOutputs,
-    PreparedInputs,
+    SceneOutputs,
+    nodeTableColumns,
     probabilityColor,
 )
 
@@ -47,14 +49,8 @@ def colormapOf(colorNode) -> ListedColormap:
     return ListedColormap(colors)
 
 
-def segmentMaskOnSlice(prepared: PreparedInputs, nodeId: int, k: int) -> np.ndarray | None:
-    region = next(node for node in prepared.nodes if node.node_id == nodeId)
-    full = scenarios.fullMask(region, prepared.volume.array.shape)
-    return full[k] if full[k].any() else None
-
-
-def renderHeatmap(prepared: PreparedInputs, outputs: PredictionOutputs, destination: Path, caption: str) -> None:
-    volume = slicer.util.arrayFromVolume(prepared.volumeNode)
+def renderHeatmap(volumeNode, segmentationNode, nodes: list, outputs: PredictionOutputs, destination: Path, caption: str) -> None:
+    volume = slicer.util.arrayFromVolume(volumeNode)
     heat = slicer.util.arrayFromVolume(outputs.heatmapNode)
     display = outputs.heatmapNode.GetDisplayNode()
     k = int(np.argmax(heat.reshape(heat.shape[0], -1).sum(axis=1)))  # the slice with the most attribution
@@ -64,13 +60,14 @@ def renderHeatmap(prepared: PreparedInputs, outputs: PredictionOutputs, destinat
     shown = np.ma.masked_less(heat[k], display.GetLowerThreshold())
     axis.imshow(shown, cmap=colormapOf(display.GetColorNode()), vmin=display.GetWindowLevelMin(),
                 vmax=display.GetWindowLevelMax(), alpha=HEATMAP_FOREGROUND_OPACITY, interpolation="bilinear")
-    segmentation = prepared.segmentationNode.GetSegmentation()
-    probabilities = {row.node_id: row.probability for row in outputs.result.nodes}
-    for nodeId, segmentId in prepared.segmentIds.items():
-        mask = segmentMaskOnSlice(prepared, nodeId, k)
-        if mask is None:
+    segmentation = segmentationNode.GetSegmentation()
+    probabilities = {row["node_id"]: row["probability"] for row in outputs.report["nodes"]}
+    for region in nodes:
+        mask = scenarios.fullMask(region, volume.shape)[k]
+        if not mask.any() or region.node_id not in probabilities:
             continue
-        color = segmentation.GetSegment(segmentId).GetColor()
+        nodeId = region.node_id
+        color = segmentation.GetSegment(region.segment_id).GetColor()
         axis.contour(mask.astype(float), levels=[0.5], colors=[color], linewidths=1.6)
         rows, cols = np.nonzero(mask)
         axis.annotate(f"{probabilities[nodeId]:.2f}", (cols.max() + 3, rows.min()), color=color, fontsize=10, weight="bold")
@@ -81,14 +78,15 @@ def renderHeatmap(prepared: PreparedInputs, outputs: PredictionOutputs, destinat
     plt.close(figure)
 
 
-def renderNodes(prepared: PreparedInputs, outputs: PredictionOutputs, destination: Path, caption: str) -> None:
-    columns = LNMStagingLogic.nodeTableColumns(outputs.result)
+def renderNodes(outputs: PredictionOutputs, destination: Path, caption: str) -> None:
+    columns = nodeTableColumns(outputs.report)
     wanted = ["Segment", "Probability", "Std", "Short axis (mm)", "Long axis (mm)", "Convexity", "Criteria"]
     data = {name: values for name, values in columns if name in wanted}
     cells = [[f"{value:.2f}" if isinstance(value, float) else str(value) for value in row]
              for row in zip(*(data[name] for name in wanted), strict=True)]
-    best = max(outputs.result.nodes, key=lambda row: row.probability)
-    frames = np.asarray(outputs.result.traversals[best.node_id]["growth"])
+    best = max(outputs.report["nodes"], key=lambda row: row["probability"])
+    sequence = outputs.sequenceNodes[best["node_id"]]
+    frames = np.asarray([slicer.util.arrayFromVolume(sequence.GetNthDataNode(n))[0] for n in range(sequence.GetNumberOfDataNodes())])
     figure = plt.figure(figsize=(12.0, 2.0 + 0.3 * len(cells)), dpi=100)
     tableAxis = figure.add_axes([0.01, 0.42, 0.98, 0.5])
     tableAxis.set_axis_off()
@@ -104,7 +102,7 @@ def renderNodes(prepared: PreparedInputs, outputs: PredictionOutputs, destinatio
         axis = figure.add_axes([0.01 + index * 0.98 / count, 0.02, 0.98 / count - 0.005, 0.34])
         axis.imshow(frame, cmap="gray", interpolation="nearest")
         axis.set_axis_off()
-    figure.suptitle(f"{caption}\nGrowth traversal of '{best.segment_name}' (frames left to right).", fontsize=9)
+    figure.suptitle(f"{caption}\nGrowth traversal of '{best['segment_name']}' (frames left to right).", fontsize=9)
     figure.savefig(destination)
     plt.close(figure)
 
@@ -115,26 +113,26 @@ def main() -> int:
     parser.add_argument("--model", help="model bundle folder (default: the default bundle)")
     parser.add_argument("--stand-in", action="store_true", help="use the made-up stand-in result (layout preview)")
     args = parser.parse_args()
-    if not args.stand_in and not scenarios.predictionLibraryAvailable():
-        print(f"LNMStagingDocImages: {scenarios.PREDICTION_MISSING}; use --stand-in for a layout preview", file=sys.stderr)
-        return 2
     args.outdir.mkdir(parents=True, exist_ok=True)
     context = scenarios.makeHeadlessScene()
     with tempfile.TemporaryDirectory() as folder:
-        files = scenarios.writeTestCase(Path(folder))
+        files = scenarios.writeTestCase(Path(folder) / "case")
         volumeNode = scenarios.loadVolume(context.scene, files.image, "phantom")
         segmentationNode = scenarios.loadSegmentation(context.scene, files.segnrrd, "phantom nodes")
-        logic = LNMStagingLogic()
-        prepared = logic.prepareInputs(volumeNode, segmentationNode)
+        exported: ExportedInputs = scenarios.exportTo(Path(folder) / "export", volumeNode, segmentationNode)
+        nodes = scenarios.libraryNodes(exported)
         if args.stand_in:
-            outputs = logic.writeOutputs(prepared, scenarios.fakePredictionResult(prepared))
+            scenarios.writeStandInOutputs(exported, Path(folder) / "stand-in")
+            outputs = SceneOutputs(volumeNode, segmentationNode).load(Path(folder) / "stand-in", exported)
             caption = "STAND-IN RESULT (layout preview, made-up numbers)."
         else:
-            outputs = logic.writeOutputs(prepared, logic.runPrediction(prepared, modelPath=args.model))
-            model = outputs.result.model
-            caption = f"Synthetic phantom, model {model.name} {model.version}."
-        renderHeatmap(prepared, outputs, args.outdir / "slicer-heatmap.png", caption + "\nGrad-CAM over T2, nodes coloured by probability.")
-        renderNodes(prepared, outputs, args.outdir / "slicer-nodes.png", caption)
+            outputs = LNMStagingLogic().predict(volumeNode, segmentationNode,
+                                                PredictionRequest(modelPath=args.model, python=sys.executable))
+            model = outputs.report["model"]
+            caption = f"Synthetic phantom, model {model['name']} {model['version']}."
+        renderHeatmap(volumeNode, segmentationNode, nodes, outputs, args.outdir / "slicer-heatmap.png",
+                      caption + "\nGrad-CAM over T2, nodes coloured by probability.")
+        renderNodes(outputs, args.outdir / "slicer-nodes.png", caption)
     print(f"wrote {args.outdir / 'slicer-heatmap.png'} and {args.outdir / 'slicer-nodes.png'}")
     return 0
 

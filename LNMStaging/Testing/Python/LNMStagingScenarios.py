@@ -10,36 +10,40 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 import slicer
 import vtk
-from LNMStagingLogic import (
+from LNMStagingSlicerLib import scene_inputs
+from LNMStagingSlicerLib.errors import ModuleError, PredictionCancelled, PredictionFailed, SceneInputError
+from LNMStagingSlicerLib.logic import ClinicalInputs, LNMStagingLogic, PredictionRequest
+from LNMStagingSlicerLib.process import libraryRoot
+from LNMStagingSlicerLib.scene_outputs import (
     MODEL_CONTEXT_COLUMN,
     OUTPUT_ATTRIBUTE,
     PROBABILITY_TAG,
-    RAS_TO_LPS,
-    LNMStagingLogic,
-    PreparedInputs,
-    predictionLibraryAvailable,
+    SceneOutputs,
 )
 
-from LNMStagingLib.errors import InputError
 from LNMStagingLib.imageio import read_image
 from LNMStagingLib.segmentation import read_segmentation
 from LNMStagingLib.volume import Volume
 
-PREDICTION_MISSING = "prediction library not available yet"
 TRAVERSAL_FRAMES = 7
-STAND_IN_PATCH = (32, 28.8)  # the stand-in result's patches: 32 x 32 pixels of 0.9 mm
+STAND_IN_PATCH = (32, 28.8)  # the stand-in outputs' patches: 32 x 32 pixels of 0.9 mm
 STAND_IN_CONTEXT = ("model stand-in 0; trained on: nothing (a test stand-in); intended use: software tests. "
                     "Research use only, not a medical device.")
+# MRML is RAS, ITK/LNMStagingLib is LPS: the same matrix flips the first two world axes both ways.
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+PREDICTION_TIMEOUT_S = 600.0
 
 
 class Skip(Exception):
@@ -52,9 +56,10 @@ class SceneContext:
 
     scene: Any
     logics: dict[str, Any]
+    python: str | None = None  # the child's interpreter (None: Slicer's launcher); needs the library's packages
 
 
-def makeHeadlessScene() -> SceneContext:
+def makeHeadlessScene(python: str | None = None) -> SceneContext:
     """A scene with the module logics Slicer would register, on ``slicer-core`` (no application)."""
     scene = slicer.vtkMRMLScene()
     appLogic = slicer.vtkSlicerApplicationLogic()
@@ -74,7 +79,7 @@ def makeHeadlessScene() -> SceneContext:
         logic.SetMRMLScene(scene)
         appLogic.SetModuleLogic(name, logic)
         logics[name] = logic
-    return SceneContext(scene, logics)
+    return SceneContext(scene, logics, python)
 
 
 # ---------------------------------------------------------------------------------------------- test data
@@ -191,49 +196,70 @@ def assertSameNodes(nodes: list, expected: list, shape: tuple[int, int, int], co
 # ---------------------------------------------------------------------------------------------- scenarios
 
 
-def scenarioVolumeRoundTrip(context: SceneContext, folder: Path) -> None:
-    """Volume from a node equals the library's reading of the same file (phantom and an oblique grid)."""
-    logic = LNMStagingLogic()
+def _expectError(call: Callable[[], Any], errorType: type, fragment: str) -> ModuleError:
+    try:
+        call()
+    except errorType as error:
+        assert fragment in str(error), f"message {str(error)!r} lacks {fragment!r}"
+        assert "\n" not in str(error).strip() and "Traceback" not in str(error), f"not one line: {str(error)!r}"
+        return error
+    raise AssertionError(f"no {errorType.__name__} (expected one mentioning {fragment!r})")
+
+
+def exportTo(folder: Path, volumeNode: Any, segmentationNode: Any) -> scene_inputs.ExportedInputs:
+    folder.mkdir(parents=True, exist_ok=True)
+    return scene_inputs.exportInputs(volumeNode, segmentationNode, folder)
+
+
+def libraryNodes(exported: scene_inputs.ExportedInputs, splitIslands: bool = False) -> list:
+    """The nodes the child will see: the library's reading of the exported files."""
+    return read_segmentation(exported.segmentationPath, read_image(exported.imagePath), split_islands=splitIslands).nodes
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+
+def scenarioExportVolume(context: SceneContext, folder: Path) -> None:
+    """The exported volume reads, through the library, as the library reads the original file (voxels and LPS
+    geometry; the phantom and an oblique anisotropic grid)."""
     for oblique in (False, True):
         files = writeTestCase(folder / ("oblique" if oblique else "phantom"), oblique)
-        volume = logic.volumeFromNode(loadVolume(context.scene, files.image))
-        expected = Volume.from_sitk(read_image(files.image))
-        assert volume.array.shape == expected.array.shape, (volume.array.shape, expected.array.shape)
+        volumeNode = loadVolume(context.scene, files.image)
+        segmentationNode = loadSegmentation(context.scene, files.segnrrd)
+        exported = exportTo(folder / f"export{int(oblique)}", volumeNode, segmentationNode)
+        volume, expected = Volume.from_sitk(read_image(exported.imagePath)), Volume.from_sitk(read_image(files.image))
         assert np.array_equal(volume.array, expected.array), "voxel values differ"
         assert np.allclose(volume.spacing, expected.spacing, atol=1e-5), (volume.spacing, expected.spacing)
         assert np.allclose(volume.origin, expected.origin, atol=1e-4), (volume.origin, expected.origin)
         assert np.allclose(volume.direction, expected.direction, atol=1e-5), (volume.direction, expected.direction)
 
 
-def scenarioSegmentationFromLabelmap(context: SceneContext, folder: Path) -> None:
+def scenarioExportSegmentation(context: SceneContext, folder: Path) -> None:
+    """Nodes from a .seg.nrrd and from an imported labelmap: the exported file gives the library the same nodes
+    (masks, names, split islands) as the original file, and every node keeps its segment's ID."""
     files = writeTestCase(folder)
-    volumeNode = loadVolume(context.scene, files.image)
-    segmentationNode = segmentationFromLabelmap(context.scene, loadLabelmap(context.scene, files.labelmap))
     reference = read_image(files.image)
-    logic = LNMStagingLogic()
-    for splitIslands in (False, True):
-        nodes, skipped, segmentIds = logic.nodeRegionsFromSegmentation(segmentationNode, volumeNode, splitIslands)
-        expected = read_segmentation(files.labelmap, reference, split_islands=splitIslands)
-        # Slicer names imported labels after its colour table, the library "Label_<n>": compare masks.
-        assertSameNodes(nodes, expected.nodes, sitk.GetArrayViewFromImage(reference).shape, compareNames=False)
-        assert skipped == [], skipped
-        assert set(segmentIds) == {node.node_id for node in nodes}
-
-
-def scenarioSegmentationFromSegNrrd(context: SceneContext, folder: Path) -> None:
-    files = writeTestCase(folder)
+    shape = sitk.GetArrayViewFromImage(reference).shape
     volumeNode = loadVolume(context.scene, files.image)
-    segmentationNode = loadSegmentation(context.scene, files.segnrrd)
-    reference = read_image(files.image)
-    logic = LNMStagingLogic()
-    for splitIslands in (False, True):
-        nodes, skipped, _ = logic.nodeRegionsFromSegmentation(segmentationNode, volumeNode, splitIslands)
-        expected = read_segmentation(files.segnrrd, reference, split_islands=splitIslands)
-        assertSameNodes(nodes, expected.nodes, sitk.GetArrayViewFromImage(reference).shape)
-        assert skipped == expected.skipped, (skipped, expected.skipped)
+    for source, segmentationNode in (
+        (files.segnrrd, loadSegmentation(context.scene, files.segnrrd)),
+        (files.labelmap, segmentationFromLabelmap(context.scene, loadLabelmap(context.scene, files.labelmap))),
+    ):
+        exported = exportTo(folder / f"export-{source.stem}", volumeNode, segmentationNode)
+        assert exported.skipped == [], exported.skipped
+        for splitIslands in (False, True):
+            nodes = libraryNodes(exported, splitIslands)
+            expected = read_segmentation(source, reference, split_islands=splitIslands).nodes
+            # Slicer names imported labels after its colour table, the library "Label_<n>": names only for .seg.nrrd.
+            assertSameNodes(nodes, expected, shape, compareNames=source == files.segnrrd)
+            segmentation = segmentationNode.GetSegmentation()
+            for node in nodes:
+                segment = segmentation.GetSegment(node.segment_id)
+                assert segment is not None, f"node {node.node_id}: segment ID {node.segment_id!r} not in the scene"
+                assert node.segment_name.startswith(segment.GetName()), (node.segment_name, segment.GetName())
 
 
-def scenarioSegmentationOtherGeometry(context: SceneContext, folder: Path) -> None:
+def scenarioExportOtherGeometry(context: SceneContext, folder: Path) -> None:
     """A segmentation on a finer, shifted grid is resampled onto the volume like the library does."""
     files = writeTestCase(folder)
     reference = read_image(files.image)
@@ -249,140 +275,120 @@ def scenarioSegmentationOtherGeometry(context: SceneContext, folder: Path) -> No
     finer = sitk.Resample(labels, finer, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
     finerPath = folder / "labels_finer.nrrd"
     sitk.WriteImage(finer, str(finerPath), True)
-
     volumeNode = loadVolume(context.scene, files.image)
     segmentationNode = segmentationFromLabelmap(context.scene, loadLabelmap(context.scene, finerPath))
-    nodes, _, _ = LNMStagingLogic().nodeRegionsFromSegmentation(segmentationNode, volumeNode)
-    expected = read_segmentation(finerPath, reference)
-    assertSameNodes(nodes, expected.nodes, sitk.GetArrayViewFromImage(reference).shape, compareNames=False)
+    exported = exportTo(folder / "export", volumeNode, segmentationNode)
+    expected = read_segmentation(finerPath, reference).nodes
+    assertSameNodes(libraryNodes(exported), expected, sitk.GetArrayViewFromImage(reference).shape, compareNames=False)
 
 
 def scenarioEmptySegmentSkipped(context: SceneContext, folder: Path) -> None:
+    """Empty segments are named as skipped; unusable inputs are refused in one sentence, nothing written."""
     files = writeTestCase(folder)
     volumeNode = loadVolume(context.scene, files.image)
     segmentationNode = loadSegmentation(context.scene, files.segnrrd)
     segmentation = segmentationNode.GetSegmentation()
     count = segmentation.GetNumberOfSegments()
     segmentation.AddEmptySegment("empty", "Empty node")
-    logic = LNMStagingLogic()
-    nodes, skipped, _ = logic.nodeRegionsFromSegmentation(segmentationNode, volumeNode)
-    assert skipped == ["Empty node"], skipped
-    assert len(nodes) == count, (len(nodes), count)
-    prepared = logic.prepareInputs(volumeNode, segmentationNode)
-    assert "Empty node" in prepared.skippedMessage
+    exported = exportTo(folder / "export", volumeNode, segmentationNode)
+    assert [name for name in exported.skipped if name.startswith("Empty node")] == exported.skipped and exported.skipped, exported.skipped
+    assert len(libraryNodes(exported)) == count
 
     onlyEmpty = context.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "only empty")
     onlyEmpty.GetSegmentation().AddEmptySegment("e1", "e1")
-    _expectInputError(lambda: logic.nodeRegionsFromSegmentation(onlyEmpty, volumeNode), "no labelled voxel")
-    _expectInputError(lambda: logic.nodeRegionsFromSegmentation(None, volumeNode), "Select a segmentation")
-    _expectInputError(lambda: logic.volumeFromNode(None), "Select an input volume")
-    labelmapNode = loadLabelmap(context.scene, files.labelmap)
-    _expectInputError(lambda: logic.volumeFromNode(labelmapNode), "labelmap")
+    for name, call, fragment in (
+        ("only empty", lambda: exportTo(folder / "e1", volumeNode, onlyEmpty), "no labelled voxel"),
+        ("no segmentation", lambda: exportTo(folder / "e2", volumeNode, None), "Select a segmentation"),
+        ("no volume", lambda: exportTo(folder / "e3", None, segmentationNode), "Select an input volume"),
+        ("labelmap", lambda: exportTo(folder / "e4", loadLabelmap(context.scene, files.labelmap), segmentationNode), "labelmap"),
+    ):
+        _expectError(call, SceneInputError, fragment)
+        assert not [path for path in folder.glob("e[1-4]/*")], f"{name}: files written for a refused input"
 
 
 def scenarioTransforms(context: SceneContext, folder: Path) -> None:
-    """Linear parent transforms are applied (node untouched); non-linear ones are refused with the fix."""
+    """Linear parent transforms are applied to the exported geometry (the nodes stay untouched); a
+    segmentation moved off the image and a non-linear transform are refused in one sentence."""
     files = writeTestCase(folder)
     scene = context.scene
     volumeNode = loadVolume(scene, files.image)
     segmentationNode = loadSegmentation(scene, files.segnrrd)
-    logic = LNMStagingLogic()
-    before = logic.volumeFromNode(volumeNode)
-    expectedNodes, _, _ = logic.nodeRegionsFromSegmentation(segmentationNode, volumeNode)
-
+    before = exportTo(folder / "before", volumeNode, segmentationNode)
+    beforeVolume = Volume.from_sitk(read_image(before.imagePath))
     transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shift")
     matrix = vtk.vtkMatrix4x4()
     matrix.SetElement(0, 3, 12.5)  # +12.5 mm towards Right = -12.5 mm in LPS x
     transform.SetMatrixTransformToParent(matrix)
     volumeNode.SetAndObserveTransformNodeID(transform.GetID())
     segmentationNode.SetAndObserveTransformNodeID(transform.GetID())
-    after = logic.volumeFromNode(volumeNode)
-    assert np.allclose(np.array(after.origin) - np.array(before.origin), [-12.5, 0.0, 0.0], atol=1e-6), (before.origin, after.origin)
-    assert np.array_equal(after.array, before.array)
+    after = exportTo(folder / "after", volumeNode, segmentationNode)
+    afterVolume = Volume.from_sitk(read_image(after.imagePath))
+    assert np.allclose(np.array(afterVolume.origin) - np.array(beforeVolume.origin), [-12.5, 0.0, 0.0], atol=1e-5)
+    assert np.array_equal(afterVolume.array, beforeVolume.array)
     assert volumeNode.GetParentTransformNode() is transform, "the input volume must not be hardened"
     # Both under the same transform: the nodes stay where they were on the image grid.
-    nodes, _, _ = logic.nodeRegionsFromSegmentation(segmentationNode, volumeNode)
-    assertSameNodes(nodes, expectedNodes, before.array.shape)
+    assertSameNodes(libraryNodes(after), libraryNodes(before), beforeVolume.array.shape)
 
-    # The segmentation moved away from the image: said, not silently empty.
     away = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "away")
     farMatrix = vtk.vtkMatrix4x4()
     farMatrix.SetElement(2, 3, 5000.0)
     away.SetMatrixTransformToParent(farMatrix)
     segmentationNode.SetAndObserveTransformNodeID(away.GetID())
-    _expectInputError(lambda: logic.nodeRegionsFromSegmentation(segmentationNode, volumeNode), "does not overlap")
-
+    _expectError(lambda: exportTo(folder / "away", volumeNode, segmentationNode), SceneInputError, "does not overlap")
     warp = scene.AddNewNodeByClass("vtkMRMLGridTransformNode", "warp")
     volumeNode.SetAndObserveTransformNodeID(warp.GetID())
-    _expectInputError(lambda: logic.volumeFromNode(volumeNode), "Harden transform")
+    _expectError(lambda: exportTo(folder / "warp", volumeNode, segmentationNode), SceneInputError, "Harden transform")
 
 
-def _expectInputError(call: Callable[[], Any], fragment: str) -> None:
-    try:
-        call()
-    except InputError as error:
-        assert fragment in str(error), f"message {str(error)!r} lacks {fragment!r}"
-        return
-    raise AssertionError(f"no InputError (expected one mentioning {fragment!r})")
+# ---------------------------------------------------------------------------------------------- outputs
 
 
-@dataclass
-class StandInNodePatch:
-    """LNMStagingLib's NodePatch where the prediction library (torch) is missing: the same fields the module
-    reads and the same resizing of ``patch_to_image`` (pixel centres as in ``NodePatch.resized_mapping``)."""
-
-    image: np.ndarray
-    mask: np.ndarray
-    slice_index: int
-    pixel_mm: float
-    patch_to_image: np.ndarray
-
-    def frame_to_image(self, frame_shape: tuple[int, ...]) -> np.ndarray:
-        scale = np.eye(4)
-        for axis, (old, new) in enumerate(zip(self.image.shape[::-1], tuple(frame_shape)[-2:][::-1], strict=True)):
-            scale[axis, axis], scale[axis, 3] = old / new, (old / new - 1.0) / 2.0
-        return self.patch_to_image @ scale
-
-
-def libraryNodePatches(prepared: PreparedInputs) -> dict[int, Any]:
-    """Each node's primary patch cut by the library itself (canonical LPS orientation, patch sampling) as the
-    prediction reports it, so that the stand-in result places frames exactly as a real one."""
+def writeStandInOutputs(exported: scene_inputs.ExportedInputs, outputDir: Path, frameSize: int = 32) -> dict[str, Any]:
+    """The files a prediction writes, without a model: report.json (the fields the module reads), a heatmap
+    on the nodes, and per node a traversal stack placed, with the library's own writer geometry, where the
+    library's patch sampling cuts the node's primary patch. ``frameSize`` other than the patch size
+    exercises the rescaling. Returns the report."""
     from LNMStagingLib.case import Case, prepare_case
     from LNMStagingLib.patches import PatchConfig, extract_patches
+    from LNMStagingLib.prediction.results import NodePatch
+    from LNMStagingLib.prediction.writers import frame_geometry
 
-    try:
-        from LNMStagingLib.prediction.results import NodePatch
-    except ImportError:  # no torch here: the stand-in
-        NodePatch = StandInNodePatch
+    outputDir.mkdir(parents=True)
+    (outputDir / "traversal").mkdir()
+    image = Volume.from_sitk(read_image(exported.imagePath))
+    nodes = libraryNodes(exported)
     size, fovMm = STAND_IN_PATCH
-    patchSet = extract_patches(prepare_case(Case.from_volume(prepared.volume, prepared.nodes), None), PatchConfig(size, fovMm))
-    return {patch.node_id: NodePatch(patch.image, patch.mask, patch.slice_index, fovMm / size, patch.patch_to_image)
-            for patch in patchSet.patches if patch.is_primary}
-
-
-def fakePredictionResult(prepared: PreparedInputs, frameSize: int = 32) -> SimpleNamespace:
-    """A stand-in with the fields of LNMStagingLib's PredictionResult that the module reads, to test the
-    scene outputs without a model (the real result goes through the same checks in scenarioPredict). The
-    node patches are the library's own; ``frameSize`` other than the patch size exercises the resizing."""
-    shape = prepared.volume.array.shape
-    heatmap = np.zeros(shape, np.float32)
-    rows, traversals = [], {}
-    for index, region in enumerate(prepared.nodes):
-        probability = (index + 1) / (len(prepared.nodes) + 1)
+    patches = {patch.node_id: patch for patch in extract_patches(prepare_case(Case.from_volume(image, nodes), None),
+                                                                  PatchConfig(size, fovMm)).patches if patch.is_primary}
+    heatmap = np.zeros(image.array.shape, np.float32)
+    rows, traversalFiles = [], {}
+    for index, region in enumerate(nodes):
+        probability = round((index + 1) / (len(nodes) + 1), 6)
         heatmap[region.slices()][region.mask] = probability
         esgar = {"suspicious": index % 2 == 1, "round": True, "irregular_border": index % 3 == 0, "heterogeneous": False}
-        rows.append(SimpleNamespace(
-            node_id=region.node_id, segment_name=region.segment_name, probability=probability, std=0.05,
-            short_axis_mm=4.0 + index, long_axis_mm=6.0 + index, axis_ratio=0.7, convexity=0.95, compactness=1.1,
-            criteria={"esgar": esgar, "lateral_short_axis_7mm": 4.0 + index >= 7.0},
-        ))
+        rows.append({"node_id": region.node_id, "segment_name": region.segment_name, "segment_id": region.segment_id,
+                     "probability": probability, "std": 0.05, "short_axis_mm": 4.0 + index, "long_axis_mm": 6.0 + index,
+                     "axis_ratio": 0.7, "convexity": 0.95, "compactness": 1.1,
+                     "criteria": {"esgar": esgar, "lateral_short_axis_7mm": 4.0 + index >= 7.0}})
         frames = np.random.default_rng(index).random((TRAVERSAL_FRAMES, frameSize, frameSize)).astype(np.float32)
-        traversals[region.node_id] = {"growth": frames, "border_irregularity": frames[::-1]}
-    patient = SimpleNamespace(probability=0.7, std=0.1, decision="N+ (node positive)", threshold=0.5, uncertain=False,
-                              uncertainty_reasons=[])
-    model = SimpleNamespace(name="stand-in", version="0", context_line=lambda: STAND_IN_CONTEXT)
-    return SimpleNamespace(patient=patient, nodes=rows, heatmap=heatmap, traversals=traversals,
-                           node_patches=libraryNodePatches(prepared), skipped_nodes=[], model=model)
+        patch = patches[region.node_id]
+        nodePatch = NodePatch(patch.image, patch.mask, patch.slice_index, fovMm / size, patch.patch_to_image)
+        spacing, origin, direction = frame_geometry(image.index_to_lps() @ nodePatch.frame_to_image(frames.shape[1:]))
+        stack = sitk.GetImageFromArray(frames)
+        stack.SetSpacing(spacing)
+        stack.SetOrigin(origin)
+        stack.SetDirection(direction)
+        name = f"traversal/node_{region.node_id:03d}_growth.nrrd"
+        sitk.WriteImage(stack, str(outputDir / name))
+        traversalFiles[str(region.node_id)] = {"growth": {"nrrd": name}}
+    sitk.WriteImage(image.with_array(heatmap).to_sitk(), str(outputDir / "gradcam.nrrd"))
+    report = {"model": {"name": "stand-in", "version": "0", "context": STAND_IN_CONTEXT},
+              "patient": {"probability": 0.7, "std": 0.1, "decision": "N+ (node positive)", "threshold": 0.5,
+                          "uncertain": False, "uncertainty_reasons": []},
+              "nodes": rows, "skipped_nodes": [],
+              "outputs": {"gradcam": "gradcam.nrrd", "traversal": traversalFiles}}
+    (outputDir / "report.json").write_text(json.dumps(report), encoding="utf-8")
+    return report
 
 
 def _canonicalAxes(ijkToLps: np.ndarray) -> list[tuple[int, float]]:
@@ -398,27 +404,26 @@ def _canonicalAxes(ijkToLps: np.ndarray) -> list[tuple[int, float]]:
     return axes
 
 
-def checkTraversalGeometry(prepared: PreparedInputs, outputs: Any) -> None:
+def checkTraversalGeometry(exported: scene_inputs.ExportedInputs, outputs: Any) -> None:
     """Every traversal frame lies where the model's patch was cut: its centre on the centroid of the node's
-    largest axial cross-section (within half a patch pixel in-plane, in its plane), its columns running to
-    the patient's left and its rows to posterior (the patch convention of the report: patient right on the
-    left, anterior at the top), one patch pixel per frame pixel (rescaled when the frame has another size)."""
-    ijkToLps = RAS_TO_LPS @ prepared.ijkToWorld
+    largest axial cross-section (within half a frame pixel in-plane, in its plane), its columns running to
+    the patient's left and its rows to posterior (the report's patch convention: patient right on the left,
+    anterior at the top), with square pixels."""
+    ijkToLps = RAS_TO_LPS @ exported.ijkToWorld
     (axisL, signL), (axisP, signP), (axisS, signS) = _canonicalAxes(ijkToLps)
     unit = ijkToLps[:3, :3] / np.linalg.norm(ijkToLps[:3, :3], axis=0)
-    regions = {region.node_id: region for region in prepared.nodes}
+    regions = {region.node_id: region for region in libraryNodes(exported)}
     for nodeId, sequenceNode in outputs.sequenceNodes.items():
-        frames = np.asarray(outputs.result.traversals[nodeId]["growth"])
-        rows, cols = frames.shape[-2:]
-        patch = outputs.result.node_patches[nodeId]
-        pixelMm = patch.pixel_mm * patch.image.shape[-1] / cols
+        frameNode = sequenceNode.GetNthDataNode(0)
+        cols, rows = frameNode.GetImageData().GetDimensions()[:2]
         matrix = vtk.vtkMatrix4x4()
-        sequenceNode.GetNthDataNode(0).GetIJKToRASMatrix(matrix)
+        frameNode.GetIJKToRASMatrix(matrix)
         frameToLps = RAS_TO_LPS @ slicer.util.arrayFromVTKMatrix(matrix)
         column, row = frameToLps[:3, 0], frameToLps[:3, 1]
+        pixelMm = float(np.linalg.norm(column))
+        assert abs(np.linalg.norm(row) - pixelMm) < 1e-4, f"node {nodeId}: non-square frame pixels"
         assert np.allclose(column, pixelMm * signL * unit[:, axisL], atol=1e-4), f"node {nodeId}: column {column} (mirrored or turned)"
         assert np.allclose(row, pixelMm * signP * unit[:, axisP], atol=1e-4), f"node {nodeId}: row {row} (mirrored or turned)"
-        # The node's largest cross-section across the S axis (the first one in the S direction on a tie).
         region = regions[nodeId]
         ijk = (np.argwhere(region.mask) + np.array(region.offset))[:, ::-1]  # (i, j, k) of every node voxel
         planes, counts = np.unique(ijk[:, axisS], return_counts=True)
@@ -429,36 +434,33 @@ def checkTraversalGeometry(prepared: PreparedInputs, outputs: Any) -> None:
         offset = centre - centroid
         inPlane = [abs(float(offset @ unit[:, axis])) for axis in (axisL, axisP)]
         assert max(inPlane) <= pixelMm / 2 + 1e-6, f"node {nodeId}: frame centre {centre} is {inPlane} mm off the node's centroid {centroid}"
-        assert abs(float(offset @ np.cross(column, row) / np.linalg.norm(np.cross(column, row)))) < 1e-3, f"node {nodeId}: frame out of the node's plane"
+        normal = np.cross(column, row) / np.linalg.norm(np.cross(column, row))
+        assert abs(float(offset @ normal)) < 1e-3, f"node {nodeId}: frame out of the node's plane"
 
 
-def checkOutputs(context: SceneContext, prepared: PreparedInputs, outputs: Any, expectedProbabilities: dict[str, float] | None = None) -> None:
+def checkOutputs(volumeNode: Any, segmentationNode: Any, exported: scene_inputs.ExportedInputs, outputs: Any,
+                 expectedProbabilities: dict[str, float] | None = None) -> None:
     """What every prediction must leave in the scene."""
-    volumeNode = prepared.volumeNode
-    assert outputs.tableNode.GetNumberOfRows() == len(prepared.nodes), (outputs.tableNode.GetNumberOfRows(), len(prepared.nodes))
+    nodes = libraryNodes(exported)
     table = outputs.tableNode.GetTable()
+    assert outputs.tableNode.GetNumberOfRows() == len(nodes), (outputs.tableNode.GetNumberOfRows(), len(nodes))
     names = [table.GetColumnByName("Segment").GetValue(r) for r in range(table.GetNumberOfRows())]
     probabilities = [table.GetColumnByName("Probability").GetValue(r) for r in range(table.GetNumberOfRows())]
-    assert names == [node.segment_name for node in prepared.nodes], names
+    assert names == [node.segment_name for node in nodes], names
     if expectedProbabilities is not None:
         for name, probability in zip(names, probabilities, strict=True):
             assert abs(probability - expectedProbabilities[name]) <= 1e-5, (name, probability, expectedProbabilities[name])
     assert outputs.patientTableNode.GetNumberOfRows() == 1
     # Every table with a probability carries the model's training data, intended use and "research use only".
-    context = outputs.result.model.context_line()
-    assert "trained on" in context and "intended use" in context and "Research use only" in context, context
     for tableNode in (outputs.tableNode, outputs.patientTableNode):
         column = tableNode.GetTable().GetColumnByName(MODEL_CONTEXT_COLUMN)
         assert column is not None, f"{tableNode.GetName()} has no '{MODEL_CONTEXT_COLUMN}' column"
         values = [column.GetValue(r) for r in range(tableNode.GetNumberOfRows())]
-        assert values and all(value == context for value in values), values
+        assert values and all("trained on" in v and "intended use" in v and "Research use only" in v for v in values), values
 
-    # Heatmap: the input volume's geometry exactly, its mass on the nodes.
+    # Heatmap: the input volume's geometry exactly (IJK-to-RAS and parent transform), mass on the nodes' patches.
     heatmapNode = outputs.heatmapNode
-    assert heatmapNode is not None
     assert heatmapNode.GetImageData().GetDimensions() == volumeNode.GetImageData().GetDimensions()
-    assert np.allclose(heatmapNode.GetSpacing(), volumeNode.GetSpacing())
-    assert np.allclose(heatmapNode.GetOrigin(), volumeNode.GetOrigin())
     a, b = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
     heatmapNode.GetIJKToRASMatrix(a)
     volumeNode.GetIJKToRASMatrix(b)
@@ -466,102 +468,185 @@ def checkOutputs(context: SceneContext, prepared: PreparedInputs, outputs: Any, 
     assert heatmapNode.GetTransformNodeID() == volumeNode.GetTransformNodeID()
     heat = np.clip(slicer.util.arrayFromVolume(heatmapNode), 0, None)
     near = np.zeros(heat.shape, bool)
-    spacing = prepared.volume.spacing
-    for region in prepared.nodes:
-        # The field the model saw around the node: its patches (pixel size x frame size), on its slices
-        # (+-1 for interpolation), centred on its box.
-        patch = outputs.result.node_patches[region.node_id]
-        side = patch.pixel_mm * patch.image.shape[-1]
-        halfI, halfJ = (int(np.ceil(side / 2 / spacing[axis])) + 1 for axis in (0, 1))
+    spacing = np.linalg.norm(exported.ijkToWorld[:3, :3], axis=0)
+    for region in nodes:
+        halfI, halfJ = (int(np.ceil(STAND_IN_PATCH[1] / 2 / spacing[axis])) + 2 for axis in (0, 1))
         k, j, i = region.offset
         nk, nj, ni = region.mask.shape
         ci, cj = i + ni // 2, j + nj // 2
         near[max(k - 1, 0):k + nk + 1, max(cj - halfJ, 0):cj + halfJ + 1, max(ci - halfI, 0):ci + halfI + 1] = True
     total = float(heat.sum())
     assert total > 0, "the heatmap is empty"
-    onNodes = float(heat[near].sum()) / total
-    assert onNodes >= 0.99, f"only {onNodes:.1%} of the heatmap's mass lies on the nodes' patches"
+    assert float(heat[near].sum()) / total >= 0.99, "the heatmap's mass is not on the nodes' patches"
     assert heatmapNode.GetDisplayNode() is not None and heatmapNode.GetDisplayNode().GetColorNodeID()
 
-    # Segments recoloured and tagged.
-    segmentation = prepared.segmentationNode.GetSegmentation()
-    for segmentId in set(prepared.segmentIds.values()):
-        assert segmentation.GetSegment(segmentId).HasTag(PROBABILITY_TAG), segmentId
-
-    # One traversal sequence (+ browser) per node.
-    assert set(outputs.sequenceNodes) == {node.node_id for node in prepared.nodes}
+    # Segments recoloured and tagged; one traversal sequence (+ browser) per node, placed where it was cut.
+    segmentation = segmentationNode.GetSegmentation()
+    for node in nodes:
+        assert segmentation.GetSegment(node.segment_id).HasTag(PROBABILITY_TAG), node.segment_id
+    assert set(outputs.sequenceNodes) == {node.node_id for node in nodes}
     for nodeId, sequenceNode in outputs.sequenceNodes.items():
-        frames = outputs.result.traversals[nodeId]["growth"]
-        assert sequenceNode.GetNumberOfDataNodes() == len(frames), (sequenceNode.GetNumberOfDataNodes(), len(frames))
+        assert sequenceNode.GetNumberOfDataNodes() == TRAVERSAL_FRAMES, sequenceNode.GetNumberOfDataNodes()
         assert outputs.browserNodes[nodeId].GetMasterSequenceNode() is sequenceNode
-    checkTraversalGeometry(prepared, outputs)
+    checkTraversalGeometry(exported, outputs)
     for node in (outputs.tableNode, heatmapNode, *outputs.sequenceNodes.values()):
         assert node.GetAttribute(OUTPUT_ATTRIBUTE), node.GetName()
 
 
 def scenarioOutputsAndRerun(context: SceneContext, folder: Path) -> None:
-    """Scene outputs on a stand-in result (no model needed); a rerun replaces them, with fewer nodes too."""
+    """Scene outputs from stand-in output files (no model needed); a rerun replaces them, with fewer nodes too."""
     files = writeTestCase(folder)
     scene = context.scene
     volumeNode = loadVolume(scene, files.image)
     segmentationNode = loadSegmentation(scene, files.segnrrd)
-    logic = LNMStagingLogic()
-    prepared = logic.prepareInputs(volumeNode, segmentationNode)
-    result = fakePredictionResult(prepared)
-    outputs = logic.writeOutputs(prepared, result)
-    checkOutputs(context, prepared, outputs, {row.segment_name: row.probability for row in result.nodes})
+    exported = exportTo(folder / "export", volumeNode, segmentationNode)
+    report = writeStandInOutputs(exported, folder / "out1")
+    outputs = SceneOutputs(volumeNode, segmentationNode).load(folder / "out1", exported)
+    checkOutputs(volumeNode, segmentationNode, exported, outputs, {row["segment_name"]: row["probability"] for row in report["nodes"]})
     count = scene.GetNumberOfNodes()
-    outputs2 = logic.writeOutputs(prepared, fakePredictionResult(prepared))
+    outputs2 = SceneOutputs(volumeNode, segmentationNode).load(folder / "out1", exported)
     assert scene.GetNumberOfNodes() == count, f"rerun changed the node count: {count} -> {scene.GetNumberOfNodes()}"
     assert outputs2.tableNode is outputs.tableNode and outputs2.heatmapNode is outputs.heatmapNode
+    # Fewer nodes (one segment removed): its sequence, browser and proxy go, the rest stay.
+    segmentationNode.GetSegmentation().RemoveSegment(segmentationNode.GetSegmentation().GetNthSegmentID(0))
+    exported3 = exportTo(folder / "export3", volumeNode, segmentationNode)
+    writeStandInOutputs(exported3, folder / "out3")
+    SceneOutputs(volumeNode, segmentationNode).load(folder / "out3", exported3)
+    perNode = count - scene.GetNumberOfNodes()
+    assert perNode > 0, "the outputs of the removed node were left in the scene"
+    SceneOutputs(volumeNode, segmentationNode).load(folder / "out3", exported3)
+    assert count - scene.GetNumberOfNodes() == perNode
+    # A broken output folder leaves the scene as it was.
+    (folder / "out3" / "gradcam.nrrd").unlink()
+    count = scene.GetNumberOfNodes()
+    _expectError(lambda: SceneOutputs(volumeNode, segmentationNode).load(folder / "out3", exported3), ModuleError, "gradcam.nrrd")
+    assert scene.GetNumberOfNodes() == count
 
-    # Fewer nodes (one segment emptied): its sequence, browser and proxy go, the rest stay.
-    if len(prepared.nodes) > 1:
-        removed = segmentationNode.GetSegmentation().GetNthSegmentID(0)
-        segmentationNode.GetSegmentation().RemoveSegment(removed)
-        prepared3 = logic.prepareInputs(volumeNode, segmentationNode)
-        logic.writeOutputs(prepared3, fakePredictionResult(prepared3))
-        perNode = (count - scene.GetNumberOfNodes())
-        assert perNode > 0, "the outputs of the removed node were left in the scene"
-        logic.writeOutputs(prepared3, fakePredictionResult(prepared3))
-        assert count - scene.GetNumberOfNodes() == perNode
+
+# ---------------------------------------------------------------------------------------------- the child process
 
 
-def _reportProbabilities(files: CaseFiles, folder: Path) -> dict[str, float]:
-    """Per-node probabilities in the report.json that ``lnmstaging predict`` writes for the same files (and the
-    same default model), by segment name."""
-    from LNMStagingLib.cli import main
+def _python(context: SceneContext) -> str:
+    """The interpreter for the child, or Skip when none with the library's packages is there."""
+    python = context.python
+    if not python:
+        from LNMStagingSlicerLib.logic import slicerPython
 
+        try:
+            python = slicerPython()
+        except ModuleError as error:
+            raise Skip(str(error)) from None
+    probe = subprocess.run([python, "-c", "import torch, LNMStagingLib.prediction"], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(libraryRoot())})
+    if probe.returncode != 0:
+        raise Skip(f"{python} cannot import torch and the prediction library (install the dependencies first)")
+    models = subprocess.run([python, "-m", "LNMStagingLib", "models", "--json"], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(libraryRoot())})
+    if models.returncode != 0 or not json.loads(models.stdout or "[]"):
+        raise Skip("no model bundle installed (Resources/Models or LNMSTAGING_MODEL_PATH)")
+    return python
+
+
+def cliProbabilities(python: str, image: Path, segmentation: Path, folder: Path, *options: str) -> dict[str, float]:
+    """Per-node probabilities of ``lnmstaging predict`` on the same files, by segment name."""
     out = folder / "cli-prediction"
-    code = main(["predict", str(files.image), str(files.segnrrd), "--quiet", "--out", str(out)])
-    assert code == 0, f"lnmstaging predict exited with {code}"
+    done = subprocess.run([python, "-m", "LNMStagingLib", "predict", str(image), str(segmentation), "--quiet", *options,
+                           "--out", str(out)], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(libraryRoot())})
+    assert done.returncode == 0, done.stderr
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     return {node["segment_name"]: node["probability"] for node in report["nodes"]}
 
 
-def scenarioPredict(context: SceneContext, folder: Path) -> None:
-    """The full module path on the phantom with the default model (pytest points LNMSTAGING_MODEL_PATH at
-    the tiny test bundle when none is installed): the numbers of ``lnmstaging predict``'s report.json, the
-    outputs, and a rerun that leaves the scene's node count unchanged."""
-    if not predictionLibraryAvailable():
-        raise Skip(PREDICTION_MISSING)
-    from LNMStagingLib.bundle import list_bundles
+def _processGone(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
-    if not list_bundles():
-        raise Skip("no model bundle installed (Resources/Models or LNMSTAGING_MODEL_PATH)")
-    files = writeTestCase(folder)
+
+def scenarioPredictInChildProcess(context: SceneContext, folder: Path) -> None:
+    """The module's path end to end: export, the child's prediction with progress lines, the outputs in the
+    scene equal to ``lnmstaging predict`` on the same case (within 1e-5), no temporary files left; a rerun with
+    clinical data leaves the scene's node count unchanged."""
+    python = _python(context)
+    files = writeTestCase(folder / "case")
     scene = context.scene
     volumeNode = loadVolume(scene, files.image)
     segmentationNode = loadSegmentation(scene, files.segnrrd)
+    workRoot = folder / "work"
+    workRoot.mkdir()
     logic = LNMStagingLogic()
-    messages: list[str] = []
-    outputs = logic.predict(volumeNode, segmentationNode, progress=lambda fraction, message: messages.append(message))
-    prepared = logic.prepareInputs(volumeNode, segmentationNode)
-    checkOutputs(context, prepared, outputs, _reportProbabilities(files, folder))
-    assert messages, "no progress was reported"
+    run = logic.startPrediction(volumeNode, segmentationNode, PredictionRequest(python=python, workRoot=workRoot))
+    seen: list[tuple[float, str]] = []
+    started = time.monotonic()
+    while run.running and time.monotonic() - started < PREDICTION_TIMEOUT_S:
+        progress = run.poll()
+        if not seen or seen[-1] != progress:
+            seen.append(progress)
+        time.sleep(0.05)
+    run.poll()
+    seen.append(run.child.lastProgress)
+    exported = run.exported
+    nodes = libraryNodes(exported)  # read before finish() removes the folder
+    outputs = run.finish()
+    assert len({message for _, message in seen if message}) >= 4, f"too few progress lines seen: {seen}"
+    assert seen[-1][0] == 1.0, seen
+    assert not any(workRoot.iterdir()), f"temporary files left: {list(workRoot.iterdir())}"
+    assert [row["segment_name"] for row in outputs.report["nodes"]] == [node.segment_name for node in nodes]
+    expected = cliProbabilities(python, files.image, files.segnrrd, folder)
+    table = outputs.tableNode.GetTable()
+    for r in range(table.GetNumberOfRows()):
+        name, probability = table.GetColumnByName("Segment").GetValue(r), table.GetColumnByName("Probability").GetValue(r)
+        assert abs(probability - expected[name]) <= 1e-5, (name, probability, expected[name])
     count = scene.GetNumberOfNodes()
-    logic.predict(volumeNode, segmentationNode, clinical={"age": 61, "sex": "female", "t_stage": "T3"})
+    request = PredictionRequest(ClinicalInputs(61, "F", "T3"), python=python, workRoot=workRoot)
+    logic.predict(volumeNode, segmentationNode, request, timeout=PREDICTION_TIMEOUT_S)
     assert scene.GetNumberOfNodes() == count, f"rerun changed the node count: {count} -> {scene.GetNumberOfNodes()}"
+    assert not any(workRoot.iterdir())
+
+
+def scenarioCancelAndFailure(context: SceneContext, folder: Path) -> None:
+    """Cancel mid-run ends the child's whole process group, adds nothing, leaves no temporary file; a child
+    failure (a model folder that is not a bundle, a bundle for another modality) reaches the caller as the
+    child's one line, with the scene as it was."""
+    python = _python(context)
+    files = writeTestCase(folder / "case")
+    scene = context.scene
+    volumeNode = loadVolume(scene, files.image)
+    segmentationNode = loadSegmentation(scene, files.segnrrd)
+    workRoot = folder / "work"
+    workRoot.mkdir()
+    logic = LNMStagingLogic()
+    count = scene.GetNumberOfNodes()
+    run = logic.startPrediction(volumeNode, segmentationNode, PredictionRequest(python=python, workRoot=workRoot))
+    started = time.monotonic()
+    while run.running and not run.poll()[1] and time.monotonic() - started < 60:
+        time.sleep(0.02)  # until the child has said something: it is mid-run
+    assert run.running, "the child ended before it could be cancelled"
+    pid = run.child.pid
+    run.cancel()
+    assert not run.running and _processGone(pid), "the child's process group outlived Cancel"
+    _expectError(run.finish, PredictionCancelled, "cancelled")
+    assert scene.GetNumberOfNodes() == count, "a cancelled prediction changed the scene"
+    assert not any(workRoot.iterdir()), f"temporary files left: {list(workRoot.iterdir())}"
+
+    notABundle = folder / "not-a-bundle"
+    notABundle.mkdir()
+    error = _expectError(lambda: logic.predict(volumeNode, segmentationNode, PredictionRequest(
+        modelPath=str(notABundle), python=python, workRoot=workRoot), timeout=PREDICTION_TIMEOUT_S), PredictionFailed, str(notABundle))
+    assert not str(error).startswith("lnmstaging:"), str(error)
+    shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    item = shNode.GetItemByDataNode(volumeNode) or shNode.CreateItem(shNode.GetSceneItemID(), volumeNode)
+    attribute = slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMSeriesModalityAttributeName()
+    shNode.SetItemAttribute(item, attribute, "PT")  # no bundle is made for PET
+    assert scene_inputs.volumeModality(volumeNode) == "PT"
+    _expectError(lambda: logic.predict(volumeNode, segmentationNode, PredictionRequest(python=python, workRoot=workRoot),
+                                       timeout=PREDICTION_TIMEOUT_S), PredictionFailed, "the image is DICOM modality PT")
+    assert scene.GetNumberOfNodes() == count, "a failed prediction changed the scene"
+    assert not any(workRoot.iterdir()), f"temporary files left: {list(workRoot.iterdir())}"
 
 
 # Volumes stored along other axes than LPS (k, j, i) -> direction columns i, j, k in LPS, spacing, and the
@@ -597,78 +682,74 @@ def _writeReorientedCase(folder: Path, direction: np.ndarray, spacing: tuple[flo
 def scenarioTraversalFramesOnReorientedGrids(context: SceneContext, folder: Path) -> None:
     """Volumes whose axes are mirrored or permuted against LPS: every traversal frame lies on its node's
     largest axial cross-section, centred on it, with the report's orientation (not mirrored, not in the
-    volume's own slice plane); with the library's patches on a stand-in result and, when a model is
-    installed, on a real prediction."""
-    logic = LNMStagingLogic()
-    predictHere = predictionLibraryAvailable()
-    if predictHere:
-        from LNMStagingLib.bundle import list_bundles
-
-        predictHere = bool(list_bundles())
+    volume's own slice plane): from stand-in files placed by the library's writer geometry."""
     for index, (name, (direction, spacing, frameSize)) in enumerate(REORIENTED_GRIDS.items()):
         imagePath, labelmapPath = _writeReorientedCase(folder / f"grid{index}", direction, spacing)
         volumeNode = loadVolume(context.scene, imagePath, f"grid {index}")
         segmentationNode = segmentationFromLabelmap(context.scene, loadLabelmap(context.scene, labelmapPath), f"grid {index} nodes")
-        prepared = logic.prepareInputs(volumeNode, segmentationNode)
-        assert len(prepared.nodes) == 3, (name, len(prepared.nodes))
-        result = fakePredictionResult(prepared, frameSize)
+        exported = exportTo(folder / f"export{index}", volumeNode, segmentationNode)
+        assert len(libraryNodes(exported)) == 3, name
+        writeStandInOutputs(exported, folder / f"out{index}", frameSize)
         try:
-            checkOutputs(context, prepared, logic.writeOutputs(prepared, result), {r.segment_name: r.probability for r in result.nodes})
+            outputs = SceneOutputs(volumeNode, segmentationNode).load(folder / f"out{index}", exported)
+            checkOutputs(volumeNode, segmentationNode, exported, outputs)
         except AssertionError as error:
             raise AssertionError(f"{name}: {error}") from error
-        if predictHere and np.allclose(np.abs(direction), np.eye(3)):  # checkOutputs' heatmap box assumes axial grids
-            try:
-                checkOutputs(context, prepared, logic.predict(volumeNode, segmentationNode))
-            except AssertionError as error:
-                raise AssertionError(f"{name}, predicted: {error}") from error
 
 
-def scenarioIntendedInput(context: SceneContext, folder: Path) -> None:
-    """As ``lnmstaging predict``: a bundle made for another modality than the volume's (the DICOM modality
-    Slicer's DICOM import puts in the subject hierarchy) or for another preset than the declared one is
-    refused with the library's sentence, and nothing is added to the scene."""
-    if not predictionLibraryAvailable():
-        raise Skip(PREDICTION_MISSING)
-    from LNMStagingLib.bundle import list_bundles, load_bundle
-
-    if not list_bundles():
-        raise Skip("no model bundle installed (Resources/Models or LNMSTAGING_MODEL_PATH)")
-    preset = load_bundle(None).config.preset
-    expected = str(preset.get("modality", "")).strip().upper()
-    files = writeTestCase(folder)
-    scene = context.scene
-    volumeNode = loadVolume(scene, files.image)
-    segmentationNode = loadSegmentation(scene, files.segnrrd)
-    logic = LNMStagingLogic()
-    assert logic.volumeModality(volumeNode) is None, "an NRRD file carries no modality"
-    shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
-    item = shNode.GetItemByDataNode(volumeNode) or shNode.CreateItem(shNode.GetSceneItemID(), volumeNode)
-    attribute = slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMSeriesModalityAttributeName()
-    count = scene.GetNumberOfNodes()
-    if expected:
-        other = "MR" if expected != "MR" else "CT"
-        shNode.SetItemAttribute(item, attribute, other.lower())
-        assert logic.volumeModality(volumeNode) == other
-        _expectInputError(lambda: logic.predict(volumeNode, segmentationNode), f"expects {expected} images")
-        shNode.SetItemAttribute(item, attribute, expected)
-    _expectInputError(lambda: logic.predict(volumeNode, segmentationNode, declaredPreset="another-preset"),
-                      "the image was declared another-preset")
-    assert scene.GetNumberOfNodes() == count, "a refused prediction changed the scene"
+# ---------------------------------------------------------------------------------------------- the panel
 
 
-# Scenarios that predict with a model (pytest points LNMSTAGING_MODEL_PATH at the tiny test bundle when none
-# is installed).
-MODEL_SCENARIOS = {"scenarioPredict", "scenarioTraversalFramesOnReorientedGrids", "scenarioIntendedInput"}
+def checkWidgetBinding(ui: Any, parameterNode: Any, scene: Any) -> None:
+    """The panel's widgets bound to the parameter node (``connectGui``): the combo boxes list the choices, the
+    age spin box keeps 0-120, choosing in the widgets reaches the parameter node and back, and the one rule
+    for Predict says "" once a volume and a segmentation with a segment are chosen. The caller checks that
+    the Predict button follows (the module's ``_checkCanApply`` in Slicer)."""
+    from LNMStagingSlicerLib.parameters import (
+        AGE_RANGE,
+        NOT_GIVEN,
+        SEX_CHOICES,
+        T_STAGE_CHOICES,
+        cannotApplyReason,
+    )
+
+    assert [ui.sexComboBox.itemText(i) for i in range(ui.sexComboBox.count)] == list(SEX_CHOICES)
+    assert [ui.tStageComboBox.itemText(i) for i in range(ui.tStageComboBox.count)] == list(T_STAGE_CHOICES)
+    assert (ui.ageSpinBox.minimum, ui.ageSpinBox.maximum) == AGE_RANGE, (ui.ageSpinBox.minimum, ui.ageSpinBox.maximum)
+    assert cannotApplyReason(parameterNode) == "Select the T2 volume."
+    volumeNode = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "binding volume")
+    segmentationNode = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "binding nodes")
+    ui.volumeSelector.setCurrentNode(volumeNode)
+    assert parameterNode.inputVolume is volumeNode, "volume selector -> parameter node"
+    ui.segmentationSelector.setCurrentNode(segmentationNode)
+    assert parameterNode.inputSegmentation is segmentationNode, "segmentation selector -> parameter node"
+    assert "no segments" in cannotApplyReason(parameterNode)
+    segmentationNode.GetSegmentation().AddEmptySegment("n1", "Node 1")
+    assert cannotApplyReason(parameterNode) == "", cannotApplyReason(parameterNode)
+    ui.sexComboBox.currentIndex = list(SEX_CHOICES).index("female")
+    ui.tStageComboBox.currentIndex = list(T_STAGE_CHOICES).index("T3")
+    ui.ageSpinBox.value = 64
+    ui.splitIslandsCheckBox.checked = True
+    assert (parameterNode.sex, parameterNode.tStage, parameterNode.age, parameterNode.splitIslands) == ("female", "T3", 64, True)
+    parameterNode.sex, parameterNode.age, parameterNode.splitIslands = NOT_GIVEN, 0, False
+    assert ui.sexComboBox.currentText == NOT_GIVEN and ui.ageSpinBox.value == 0 and not ui.splitIslandsCheckBox.checked, \
+        "parameter node -> widgets"
+    ui.useBundledModelCheckBox.checked = False
+    assert "model bundle folder" in cannotApplyReason(parameterNode)
+    parameterNode.modelPath = "/some/bundle"
+    assert cannotApplyReason(parameterNode) == ""
+    ui.useBundledModelCheckBox.checked = True
+    parameterNode.modelPath = ""
+
 
 SCENARIOS: list[Callable[[SceneContext, Path], None]] = [
-    scenarioVolumeRoundTrip,
-    scenarioSegmentationFromLabelmap,
-    scenarioSegmentationFromSegNrrd,
-    scenarioSegmentationOtherGeometry,
+    scenarioExportVolume,
+    scenarioExportSegmentation,
+    scenarioExportOtherGeometry,
     scenarioEmptySegmentSkipped,
     scenarioTransforms,
     scenarioOutputsAndRerun,
     scenarioTraversalFramesOnReorientedGrids,
-    scenarioPredict,
-    scenarioIntendedInput,
+    scenarioPredictInChildProcess,
+    scenarioCancelAndFailure,
 ]
