@@ -39,13 +39,11 @@ def _predict(args: argparse.Namespace) -> int:
     import torch  # noqa: F401
     from tqdm.auto import tqdm
 
-    from ..bundle import load_bundle
-    from ..prediction import check_intended_input, image_modality, predict_case, write_outputs
+    from ..prediction import image_modality, load_bundle_for_case, predict_case, write_outputs
 
     imports = time.perf_counter() - started
     clock = time.perf_counter()
-    bundle = load_bundle(args.model)
-    check_intended_input(bundle, args.preset, image_modality(args.image) or args.modality)
+    bundle = load_bundle_for_case(args.model, args.preset, image_modality(args.image) or args.modality)
     load_time = time.perf_counter() - clock
     clock = time.perf_counter()
     quiet = args.quiet or args.progress_lines

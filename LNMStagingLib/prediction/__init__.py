@@ -1,8 +1,8 @@
-"""Prediction with explanations for one segmented case (issue 4): per-node and patient probabilities,
+"""Prediction with explanations for one segmented case: per-node and patient probabilities,
 Grad-CAM in image space, latent growth/border traversals, radiological criteria, JSON/HTML reports, and the
 latent-space cluster analysis. Research use only."""
 
-from .inputs import check_intended_input, image_modality
+from .inputs import check_intended_input, image_modality, load_bundle_for_case
 from .pipeline import predict_case
 from .results import NodePatch, NodePrediction, PatientResult, PredictionResult
 from .writers import write_outputs
@@ -14,6 +14,7 @@ __all__ = [
     "PredictionResult",
     "check_intended_input",
     "image_modality",
+    "load_bundle_for_case",
     "predict_case",
     "write_outputs",
 ]

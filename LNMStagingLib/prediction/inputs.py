@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..bundle import ModelBundle
+from ..bundle import ModelBundle, load_bundle
 from ..clinical import encode_clinical
 from ..cohort import ClinicalData
 from ..errors import BundleError
@@ -15,6 +15,24 @@ from .results import ClinicalUse
 def image_modality(path: str | Path) -> str | None:
     """The DICOM modality of an image (None when the format carries none); see imageio.read_modality."""
     return read_modality(path)
+
+
+def load_bundle_for_case(model: str | Path | None = None, declared_preset: str | None = None,
+                         modality: str | None = None) -> ModelBundle:
+    """The one way to get the bundle for a case: load and verify it, then refuse it when the image was declared
+    for another preset or its modality is not the preset's (:func:`check_intended_input`).
+
+    Args:
+        model: a bundle folder, an installed bundle's name, or None (the default bundle).
+        declared_preset: the preset the image is meant for (None: not declared).
+        modality: the image's DICOM modality (None: unknown).
+
+    Returns:
+        The loaded bundle.
+    """
+    bundle = load_bundle(model)
+    check_intended_input(bundle, declared_preset, modality)
+    return bundle
 
 
 def check_intended_input(bundle: ModelBundle, declared_preset: str | None = None, modality: str | None = None) -> None:

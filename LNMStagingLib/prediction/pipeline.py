@@ -10,22 +10,19 @@ latent traversals -> rule-based criteria.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from ..bundle import ModelBundle, load_bundle
-from ..case import Case, PreparedCase, prepare_case
+from ..bundle import ModelBundle
+from ..case import Case
 from ..cohort import ClinicalData
-from ..errors import BundleError, CancelledError, InputError
-from ..measure import NodeMeasurement, measure_nodes
-from ..patches import PatchConfig, PatchSet, extract_patches, patch_features
+from ..errors import CancelledError
+from ..patches import PatchConfig
 from ..presets import Preset
 from . import criteria
-from .gradcam import node_gradcam
-from .inputs import clinical_inputs
+from .inputs import load_bundle_for_case
 from .results import (
     UNCERTAIN_RANGE,
     ModelInfo,
@@ -35,7 +32,8 @@ from .results import (
     PredictionResult,
     Timings,
 )
-from .traversal import TRAVERSAL_STEPS, traverse
+from .stages import Explanations, Inference, PreparedInputs, explain, infer, prepare, resize_maps
+from .traversal import TRAVERSAL_STEPS
 
 ProgressCallback = Callable[[float, str], None]
 CancelCallback = Callable[[], bool]
@@ -86,38 +84,6 @@ def bundle_settings(bundle: ModelBundle) -> tuple[Preset, PatchConfig]:
     return bundle.config.preprocessing, bundle.config.patch_sampling
 
 
-def _usable_patches(prepared: PreparedCase, measurements: list[NodeMeasurement], patch_set: PatchSet,
-                    pixel_mm: float) -> tuple[PatchSet, list[dict[str, str]]]:
-    """Drop nodes smaller than one patch pixel in-plane (the model cannot see them)."""
-    skipped, keep_ids = [], set()
-    for measurement in measurements:
-        has_pixel = any(p.mask.any() for p in patch_set.patches if p.node_id == measurement.node_id)
-        if measurement.area_mm2 < pixel_mm**2 or not has_pixel:
-            skipped.append({"segment_name": measurement.segment_name,
-                            "reason": f"smaller than one pixel in-plane of the model's patch grid ({pixel_mm:.3g} mm)"})
-        else:
-            keep_ids.add(measurement.node_id)
-    if not keep_ids:
-        raise InputError(
-            prepared.case.segmentation_source,
-            f"every node is smaller than one voxel in-plane for this model ({pixel_mm:.3g} mm patch pixels): nothing to predict",
-        )
-    patches = [p for p in patch_set.patches if p.node_id in keep_ids]
-    bag = list(range(min(patch_set.config.max_patches, len(patches))))
-    return PatchSet(patches, patch_set.config, bag), skipped
-
-
-def _resize(maps: np.ndarray, size: int) -> np.ndarray:
-    """(N, H, W) maps to (N, size, size), bilinear; unchanged when already that size."""
-    if maps.shape[-1] == size and maps.shape[-2] == size:
-        return maps
-    import torch
-    import torch.nn.functional as F
-
-    resized = F.interpolate(torch.as_tensor(maps)[:, None], size=(size, size), mode="bilinear", align_corners=False)
-    return resized[:, 0].numpy().astype(np.float32)
-
-
 def _uncertainty(probability: float, per_member: list[float], threshold: float) -> list[str]:
     reasons = []
     low, high = UNCERTAIN_RANGE
@@ -137,9 +103,21 @@ def predict_case(
     cancel: CancelCallback | None = None,
     bundle: ModelBundle | None = None,
 ) -> PredictionResult:
-    """Predict one segmented case with the bundle at ``bundle_path`` (default bundle when None), or with an
-    already loaded ``bundle``. Raises InputError/BundleError for unusable input, CancelledError when
-    ``cancel()`` turns true between steps."""
+    """Predict one segmented case.
+
+    Args:
+        case: the image and its nodes.
+        clinical: the patient's clinical data (None: all missing).
+        bundle_path: the bundle to load (a folder or name; None: the default) when ``bundle`` is not given.
+        progress: called with (fraction, message) before each step.
+        cancel: polled between steps; True raises :class:`CancelledError`.
+        bundle: an already loaded bundle.
+
+    Returns:
+        The :class:`PredictionResult` (report.json is its ``to_report_dict()``).
+
+    Raises InputError/BundleError for unusable input, CancelledError when ``cancel()`` turns true between steps.
+    """
     with _torch_threads(INFERENCE_THREADS):
         return _predict(case, clinical, bundle_path, progress, cancel, bundle)
 
@@ -147,106 +125,67 @@ def predict_case(
 def _predict(case: Case, clinical: ClinicalData | None, bundle_path: Path | str | None,
              progress: ProgressCallback | None, cancel: CancelCallback | None,
              bundle: ModelBundle | None) -> PredictionResult:
-    from ..data.bags import Bag
-
     steps = _Steps(progress, cancel)
     timings = Timings()
-    started = time.perf_counter()
-    steps(0.0, "loading the model")
-    if bundle is None:
-        bundle = load_bundle(bundle_path)
-        timings.model_load_s = time.perf_counter() - started
-    steps(0.1, "preparing the image with the model's preset")
-    clock = time.perf_counter()
-    preset, patch_config = bundle_settings(bundle)
-    prepared = prepare_case(case, preset)
-    native = prepare_case(case, None, intensity=False)  # canonical orientation only: the acquired voxels
-    steps(0.2, "measuring the nodes")
-    measurements = measure_nodes(prepared)
-    native_by_id = {m.node_id: m for m in measure_nodes(native)}
-    native_nodes = {node.node_id: node for node in native.nodes}
-    prepared_ids = {node.node_id for node in prepared.nodes}
-    skipped = [{"segment_name": node.segment_name, "reason": "smaller than one voxel of the preset's grid"}
-               for node in case.nodes if node.node_id not in prepared_ids]
-    steps(0.3, "cutting the node patches")
-    pixel_mm = patch_config.fov_mm / patch_config.size if patch_config.fov_mm else prepared.image.spacing[0]
-    patch_set, too_small = _usable_patches(prepared, measurements, extract_patches(prepared, patch_config), pixel_mm)
-    skipped += too_small
-    names = list(bundle.config.feature_names)
-    try:
-        features = patch_features(prepared, patch_set.patches, names)
-    except ValueError as error:
-        raise BundleError(bundle.path / "config.json", f"the model needs a node feature this version cannot measure ({error})") from None
-    images, masks, _ = patch_set.stacked(bag_only=False)
-    model_input = bundle.prepare_patches(images, masks)
-    usable = [m for m in measurements if any(p.node_id == m.node_id for p in patch_set.patches)]
-    criteria_by_id = {}
-    for m in usable:
-        cv = criteria.heterogeneity_cv(native.image, native_nodes[m.node_id])
-        criteria_by_id[m.node_id] = (cv, criteria.evaluate(m, cv))
-    timings.preprocessing_s = time.perf_counter() - clock
+    with timings.measure("total_s"):
+        steps(0.0, "loading the model")
+        if bundle is None:
+            with timings.measure("model_load_s"):
+                bundle = load_bundle_for_case(bundle_path)
+        with timings.measure("preprocessing_s"):
+            inputs = prepare(case, bundle, steps)
+        with timings.measure("inference_s"):
+            inference = infer(bundle, inputs, clinical, steps)
+        explanations = explain(case, bundle, inputs, timings, steps)
+        result = assemble(case, bundle, inputs, inference, explanations, timings)
+    steps(1.0, "done")
+    return result
 
-    steps(0.4, "predicting node and patient probabilities")
-    clock = time.perf_counter()
-    patch_probs = bundle.ensemble.patch_probabilities(model_input, features).cpu().numpy().astype(np.float64)  # (K, P)
-    patch_node = np.array([p.node_id for p in patch_set.patches])
-    values, clinical_use = clinical_inputs(bundle, clinical)
-    bag = Bag.from_patches(
-        model_input[:, 0].cpu().numpy(), features, patch_node.tolist(),
-        areas=[p.area_mm2 for p in patch_set.patches],
-        max_patches=int(bundle.config.mil.max_patches),
-        clinical=values,
+
+def _node_result(case: Case, inputs: PreparedInputs, inference: Inference, explanations: Explanations,
+                 row: int, segment_ids: dict[int, str]) -> tuple[NodePrediction, NodePatch]:
+    """One usable node's prediction and the patch the model saw (row: its place in ``inputs.usable``)."""
+    m = inputs.usable[row]
+    cams, patch_config = explanations.cams, inputs.patch_config
+    member_probs = inference.node_member_probs[m.node_id]
+    cv, node_criteria = inputs.criteria_by_id[m.node_id]
+    patch_index = explanations.primary[row]
+    patch = inputs.patch_set.patches[patch_index]
+    mask = resize_maps(patch.mask[None].astype(np.float32), cams.shape[-1])[0] > 0.5
+    total = float(cams[row].sum())
+    node = NodePrediction(
+        measurement=m, probability=float(member_probs.mean()), std=float(member_probs.std()),
+        per_member=member_probs.tolist(), n_patches=int(np.count_nonzero(inputs.patch_node == m.node_id)),
+        in_patient_bag=m.node_id in inference.bag_nodes, heterogeneity_cv=cv, criteria=node_criteria,
+        native=inputs.native_by_id.get(m.node_id),
+        gradcam_in_node_fraction=float(cams[row][mask].sum()) / total if total > 0 else 0.0,
+        segment_id=segment_ids.get(m.node_id, ""),
     )
-    patient = bundle.ensemble.predict_bag(bag)
-    bag_nodes = [int(n) for n in bag.node_ids]
-    timings.inference_s = time.perf_counter() - clock
+    model_pixel_mm = inputs.pixel_mm * patch_config.size / cams.shape[-1]  # the image as the model saw it
+    node_patch = NodePatch(inputs.model_input[patch_index, 0].cpu().numpy(), mask, patch.slice_index,
+                           float(model_pixel_mm),
+                           NodePatch.resized_mapping(patch.patch_to_image, patch.image.shape, cams.shape[-2:]))
+    return node, node_patch
 
-    steps(0.6, "Grad-CAM of every node")
-    clock = time.perf_counter()
-    primary = [patch_set.primary_index(m.node_id) for m in usable]
-    primary_input = model_input[primary]
-    cams = node_gradcam(bundle, primary_input, features[primary])
-    # the model may see the patches resized (bundle patch_size != sampled size): map back at the sampled size
-    heatmap = patch_set.write_back(_resize(cams, patch_config.size), case.image.array.shape, indices=primary)
-    timings.gradcam_s = time.perf_counter() - clock
 
-    steps(0.8, "latent growth and border traversals")
-    clock = time.perf_counter()
-    frames = traverse(bundle, primary_input)
-    timings.traversal_s = time.perf_counter() - clock
-
+def assemble(case: Case, bundle: ModelBundle, inputs: PreparedInputs, inference: Inference,
+             explanations: Explanations, timings: Timings) -> PredictionResult:
+    """The :class:`PredictionResult` of the stages' outputs (nodes in measurement order)."""
     nodes, patch_maps, traversals, node_patches = [], {}, {}, {}
     segment_ids = {node.node_id: node.segment_id for node in case.nodes}
-    for row, m in enumerate(usable):
-        member_probs = patch_probs[:, patch_node == m.node_id].mean(axis=1)
-        cv, node_criteria = criteria_by_id[m.node_id]
-        native_m = native_by_id.get(m.node_id)
-        nodes.append(NodePrediction(
-            node_id=m.node_id, segment_name=m.segment_name, probability=float(member_probs.mean()),
-            std=float(member_probs.std()), per_member=member_probs.tolist(),
-            n_patches=int(np.count_nonzero(patch_node == m.node_id)), in_patient_bag=m.node_id in bag_nodes,
-            **{key: getattr(m, key) for key in NodePrediction.MEASUREMENT_KEYS},
-            largest_slice=m.largest_slice, heterogeneity_cv=cv, criteria=node_criteria,
-            native_measurement={key: getattr(native_m, key) for key in NodePrediction.MEASUREMENT_KEYS} if native_m else {},
-            segment_id=segment_ids.get(m.node_id, ""),
-        ))
-        patch_maps[m.node_id] = cams[row]
-        traversals[m.node_id] = {name: frames[name][row] for name in frames}
-        patch = patch_set.patches[primary[row]]
-        mask = _resize(patch.mask[None].astype(np.float32), cams.shape[-1])[0] > 0.5
-        total = float(cams[row].sum())
-        nodes[-1].gradcam_in_node_fraction = float(cams[row][mask].sum()) / total if total > 0 else 0.0
-        model_pixel_mm = pixel_mm * patch_config.size / cams.shape[-1]  # the image as the model saw it
-        node_patches[m.node_id] = NodePatch(model_input[primary[row], 0].cpu().numpy(), mask,
-                                            patch.slice_index, float(model_pixel_mm),
-                                            NodePatch.resized_mapping(patch.patch_to_image, patch.image.shape, cams.shape[-2:]))
-
+    for row, m in enumerate(inputs.usable):
+        node, node_patch = _node_result(case, inputs, inference, explanations, row, segment_ids)
+        nodes.append(node)
+        node_patches[m.node_id] = node_patch
+        patch_maps[m.node_id] = explanations.cams[row]
+        traversals[m.node_id] = {name: explanations.frames[name][row] for name in explanations.frames}
+    patient = inference.patient
     per_member = [float(p) for p in patient.per_member]
     reasons = _uncertainty(patient.probability, per_member, patient.threshold)
     patient_result = PatientResult(
         probability=float(patient.probability), std=float(patient.std), per_member=per_member,
         threshold=float(patient.threshold), positive=bool(patient.positive), uncertain=bool(reasons),
-        uncertainty_reasons=reasons, clinical=clinical_use, nodes_in_bag=bag_nodes,
+        uncertainty_reasons=reasons, clinical=inference.clinical_use, nodes_in_bag=inference.bag_nodes,
     )
     image = case.image
     input_info = {
@@ -256,15 +195,13 @@ def _predict(case: Case, clinical: ClinicalData | None, bundle_path: Path | str 
         "spacing_mm": list(image.spacing),
         "origin_lps_mm": list(image.origin),
         "direction": image.direction.ravel().tolist(),
-        "measurement_grid": {"preset": preset.name, "spacing_mm": list(prepared.image.spacing)},
-        "patch_pixel_mm": float(pixel_mm),
+        "measurement_grid": {"preset": inputs.preset.name, "spacing_mm": list(inputs.prepared.image.spacing)},
+        "patch_pixel_mm": float(inputs.pixel_mm),
         "empty_segments": list(case.skipped_segments),
     }
-    timings.total_s = time.perf_counter() - started
-    steps(1.0, "done")
     return PredictionResult(
-        model=model_info(bundle), patient=patient_result, nodes=nodes, heatmap=heatmap.astype(np.float32),
-        patch_heatmaps=patch_maps, traversals=traversals, traversal_steps=list(TRAVERSAL_STEPS),
-        node_patches=node_patches, skipped_nodes=skipped, input_info=input_info,
-        criteria_definitions=criteria.definitions(), timings=timings,
+        model=model_info(bundle), patient=patient_result, nodes=nodes,
+        heatmap=explanations.heatmap.astype(np.float32), patch_heatmaps=patch_maps, traversals=traversals,
+        traversal_steps=list(TRAVERSAL_STEPS), node_patches=node_patches, skipped_nodes=inputs.skipped,
+        input_info=input_info, criteria_definitions=criteria.definitions(), timings=timings,
     )

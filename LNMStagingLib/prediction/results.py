@@ -6,12 +6,16 @@ probability in it travels with the model's data, intended use and the words "res
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .. import __version__
+from ..measure import NodeMeasurement
 
 REPORT_FORMAT = "lnmstaging-prediction-report"
 REPORT_FORMAT_VERSION = 1
@@ -95,33 +99,37 @@ class PatientResult:
 
 @dataclass
 class NodePrediction:
-    node_id: int
-    segment_name: str
+    """One node's prediction: its :class:`~LNMStagingLib.measure.NodeMeasurement` (on the preset's grid, and on
+    the image's own grid) with the ensemble's probability, the criteria and the Grad-CAM share.
+
+    The measurement's fields read through (``node.short_axis_mm``); report.json keeps them flat.
+    """
+
+    measurement: NodeMeasurement
     probability: float  # ensemble mean of the node probability (mean over the node's patches)
     std: float  # ensemble standard deviation
     per_member: list[float]
     n_patches: int
     in_patient_bag: bool
-    short_axis_mm: float
-    long_axis_mm: float
-    axis_ratio: float
-    convexity: float
-    compactness: float
-    volume_mm3: float
-    n_slices: int
-    centroid_x: float
-    centroid_y: float
-    centroid_z: float
-    largest_slice: int
-    area_mm2: float
     heterogeneity_cv: float  # intensity coefficient of variation on the original image (criteria.py)
     criteria: dict[str, Any]
-    native_measurement: dict[str, Any] = field(default_factory=dict)  # on the image's own grid
+    native: NodeMeasurement | None = None  # on the image's own grid
     gradcam_in_node_fraction: float = 0.0  # share of the node's Grad-CAM mass inside its own outline
     segment_id: str = ""  # the .seg.nrrd segment the node came from ("" for a labelmap): lets a viewer map back
 
     MEASUREMENT_KEYS = ("short_axis_mm", "long_axis_mm", "axis_ratio", "convexity", "compactness", "volume_mm3",
                         "n_slices", "centroid_x", "centroid_y", "centroid_z", "area_mm2")
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for names the dataclass lacks: the measurement's (node_id, segment_name, sizes, ...)
+        if name != "measurement" and name in NodeMeasurement.__dataclass_fields__:
+            return getattr(self.measurement, name)
+        raise AttributeError(name)
+
+    @property
+    def native_measurement(self) -> dict[str, Any]:
+        """The measurement on the image's own grid as report.json writes it ({} when there is none)."""
+        return {key: getattr(self.native, key) for key in self.MEASUREMENT_KEYS} if self.native else {}
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -134,7 +142,7 @@ class NodePrediction:
             "n_patches": self.n_patches,
             "in_patient_bag": self.in_patient_bag,
         }
-        data.update({key: _round(getattr(self, key)) for key in self.MEASUREMENT_KEYS})
+        data.update({key: _round(getattr(self.measurement, key)) for key in self.MEASUREMENT_KEYS})
         data["heterogeneity_cv"] = _round(self.heterogeneity_cv)
         data["gradcam_in_node_fraction"] = _round(self.gradcam_in_node_fraction)
         data["criteria"] = self.criteria
@@ -184,6 +192,16 @@ class Timings:
     gradcam_s: float = 0.0
     traversal_s: float = 0.0
     total_s: float = 0.0
+
+    @contextlib.contextmanager
+    def measure(self, name: str) -> Iterator[None]:
+        """Add the wall time of the ``with`` block to the field ``name`` (the one timing mechanism of a
+        prediction's stages)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            setattr(self, name, getattr(self, name) + time.perf_counter() - start)
 
     def to_dict(self) -> dict[str, float]:
         return {key: round(float(value), 4) for key, value in self.__dict__.items()}

@@ -1,9 +1,10 @@
 """Behaviour reference: the phantom case through ``lnmstaging predict`` on the bundled default model gives the
-report.json recorded before the library was reorganised (data/phantom_report_reference.json), apart from
+report.json recorded on main before the library was reorganised (data/phantom_report_reference.json), apart from
 timings; floats agree to 1e-6.
 
 The reference was written by ``lnmstaging phantom`` + ``lnmstaging predict`` with the options of
-scripts/demo.sh; input paths are stored relative to the run folder.
+scripts/demo.sh; input paths are stored relative to the run folder, and manifest_sha256 is the bundled model's after its
+config.json stored each fact once (same weights).
 """
 
 from __future__ import annotations
