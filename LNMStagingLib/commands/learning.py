@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from ..atomic import write_text_atomic
-from ..errors import BundleError, InputError
+from ..errors import InputError
 
 
 def register(subparsers) -> None:
@@ -213,138 +213,44 @@ def _benchmark(args) -> int:
     return 0
 
 
-def _pipeline_config(args):
-    from dataclasses import replace
-
-    from ..evaluation.benchmark import benchmark_configs
-    from ..training.pipeline import PipelineConfig
-
-    config = benchmark_configs(args.quick)[args.method]
-    if args.config:
-        try:
-            overrides = json.loads(args.config.read_text(encoding="utf-8"))
-            if not isinstance(overrides, dict):
-                raise ValueError("expected a JSON object of PipelineConfig fields")
-            merged = config.to_dict()
-            for key, value in overrides.items():
-                if isinstance(value, dict) and isinstance(merged.get(key), dict):
-                    merged[key].update(value)
-                else:
-                    merged[key] = value
-            config = PipelineConfig.from_dict(merged)
-        except (OSError, ValueError, TypeError) as error:
-            raise InputError(args.config, f"invalid pipeline configuration ({error})") from None
-    if args.epochs:
-        config = replace(config, vae_train=replace(config.vae_train, epochs=args.epochs))
-    return replace(config, seed=args.seed, vae_train=replace(config.vae_train, seed=args.seed),
-                   mil_train=replace(config.mil_train, seed=args.seed))
-
-
 def _train(args) -> int:
     import torch
-    from safetensors.torch import load_file, save_file
 
-    from ..evaluation.cv import patient_folds
-    from ..models.mil import FeatureScaler, MILConfig
-    from ..training.bundling import build_bundle
-    from ..training.pipeline import PipelineConfig, fit, fit_encoder
+    from ..training import run
     from ..training.seed import default_device, seed_everything
 
     torch.set_num_threads(args.threads)
-    device = args.device or default_device()
-    progress = not args.no_progress
+    context = run.RunContext(progress=not args.no_progress, device=args.device or default_device())
     if args.lidc_final:
-        from ..training.final import train_final_bundle
+        from ..evaluation.lidc_final import train_final_bundle
 
         if not args.data:
             raise InputError(None, "--lidc-final needs --data (the LIDC folder)")
         work = args.work_dir or args.out.parent / (args.out.name + ".work")
         train_final_bundle(args.data, args.out, work, args.benchmark_dir, wait_seconds=args.wait_minutes * 60,
-                           name=args.name or args.out.name, version=args.version, progress=progress,
+                           name=args.name or args.out.name, version=args.version, progress=context.progress,
                            quick=args.quick)
         return 0
-    config = _pipeline_config(args)
+    config = run.pipeline_config(args.method, args.quick, args.seed, args.config, args.epochs)
     seed_everything(args.seed)
-    if args.data:
-        from ..data.lidc import load_lidc
-
-        dataset = load_lidc(args.data)
-        preset = args.preset or "lidc-png"
-        fov = round(dataset.fov_mm(), 3)
-    else:
-        from ..data.cohort_data import load_cohort
-
-        preset = args.preset or "mri-t2"
-        dataset = load_cohort(args.manifest, preset=preset, fov_mm=args.fov_mm, progress=progress)
-        fov = args.fov_mm
-    patients = dataset.patients
-    labels = dataset.patient_labels()
-    if len(set(labels.values())) < 2:
-        raise InputError(args.data or args.manifest, "training needs positive and negative patients")
+    dataset, preset, fov = run.training_data(args.data, args.manifest, args.preset, args.fov_mm, context.progress)
     out: Path = args.out
-    if args.stage != "vae" and out.exists() and any(out.iterdir()):
-        raise BundleError(out, "output folder is not empty (a bundle is written into a new folder)")
+    if args.stage != "vae":
+        run.check_bundle_folder(out)
     t0 = time.time()
-
     if args.stage == "vae":
-        from ..evaluation.cv import holdout_split
-
-        y = [labels[p] for p in patients]
-        train, val = holdout_split(patients, y, config.val_fraction, config.seed)
-        scaler = FeatureScaler.fit(dataset.feature_names, dataset.features)
-        mil_template = MILConfig(latent_dim=config.vae.latent_dim, feature_names=dataset.feature_names)
-        encoder, info = fit_encoder(dataset, train, val, config, scaler, mil_template, out / "checkpoints",
-                                    progress, device, print)
-        out.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(out / "encoder.safetensors"))
-        (out / "encoder.json").write_text(json.dumps({"pipeline": config.to_dict(), "method": args.method,
-                                                       "info": info}, indent=1, default=float), encoding="utf-8")
+        info = run.train_encoder_only(dataset, config, args.method, out, context)
         print(f"VAE written to {out} in {(time.time() - t0) / 60:.1f} min "
               f"(validation SSIM {info['reconstruction_val']['ssim']:.3f})")
         return 0
-
     encoder = None
     if args.stage == "classifier":
-        from ..training.pipeline import _new_encoder
-
-        if args.encoder is None:
-            raise InputError(None, "--stage classifier needs --encoder (the folder written by --stage vae)")
-        meta_path = args.encoder / "encoder.json"
-        if not meta_path.is_file():
-            raise InputError(meta_path, "not found (train the VAE first with --stage vae)")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            config = PipelineConfig.from_dict(meta["pipeline"])
-            encoder = _new_encoder(meta["method"], config)
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
-            raise InputError(meta_path, f"not a VAE description written by --stage vae ({error!r})") from None
-        try:
-            encoder.load_state_dict(load_file(str(args.encoder / "encoder.safetensors")))
-        except (OSError, RuntimeError) as error:
-            raise InputError(args.encoder / "encoder.safetensors", f"cannot load the VAE ({error})") from None
-
-    primary = fit(dataset, patients, config, workdir=out.parent / (out.name + ".work"), progress=progress,
-                  device=device, encoder=encoder)
-    folds = []
-    if args.members > 0:
-        if args.members > 10:
-            raise InputError(None, "--members must be at most 10")
-        splits = patient_folds(patients, [labels[p] for p in patients], max(args.members, 2), args.seed)
-        for k, (train, _) in enumerate(splits[: args.members]):
-            print(f"fold member {k + 1}/{args.members}")
-            folds.append(fit(dataset, train, config, progress=progress, device=device, encoder=encoder))
+        config, encoder = run.read_encoder(args.encoder)
+    context.work_dir = out.parent / (out.name + ".work")
+    primary, folds = run.train_members(dataset, config, args.members, args.seed, context, encoder)
     name = args.name or out.name
-    card = {
-        "summary": f"VAE-MLP trained with `{_command_line()}`.",
-        "intended_use": "Research use only; not a medical device.",
-        "data": {"source": str(args.data or args.manifest), "patients": int(len(patients)),
-                 "patches": int(len(dataset))},
-        "evaluation": {"note": "evaluate with `lnmstaging evaluate` or a nested benchmark; no figures here"},
-        "limits": ["research use only, not a medical device"],
-    }
-    build_bundle(out, name, args.version, primary, folds, dataset, preset, fov, card,
-                 training={"pipeline": config.to_dict(), "command": _command_line()},
-                 clinical_absent_reason="" if dataset.clinical else "no clinical data in the training data")
+    run.write_trained_bundle(out, name, args.version, primary, folds, dataset, preset, fov, config,
+                             str(args.data or args.manifest), _command_line())
     print(f"bundle {name} written to {out} in {(time.time() - t0) / 60:.1f} min "
           f"(threshold {primary.threshold:.3f}, {1 + len(folds)} members)")
     return 0

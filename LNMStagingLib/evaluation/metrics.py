@@ -1,9 +1,9 @@
-"""Binary classification metrics, bootstrap intervals, calibration, thresholds."""
+"""Binary classification metrics, bootstrap intervals, calibration."""
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_auc_score
 
 METRIC_KEYS = ("auc", "sensitivity", "specificity", "accuracy", "f1", "balanced_accuracy", "ece")
 
@@ -19,21 +19,6 @@ def fast_auc(y, p) -> float:
         return float("nan")
     ranks = rankdata(np.asarray(p, dtype=float))
     return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def choose_threshold(y, p) -> float:
-    """Threshold maximising Youden's J (= balanced accuracy) on validation predictions."""
-    y = np.asarray(y).astype(int)
-    p = np.asarray(p, dtype=float)
-    if len(np.unique(y)) < 2:
-        return 0.5
-    fpr, tpr, thresholds = roc_curve(y, p)
-    j = tpr - fpr
-    best = int(np.argmax(j))
-    t = thresholds[best]
-    if not np.isfinite(t):
-        t = 1.0
-    return float(np.clip(t, 0.0, 1.0))
 
 
 def expected_calibration_error(y, p, n_bins: int = 10) -> float:

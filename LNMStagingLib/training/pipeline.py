@@ -25,8 +25,7 @@ from tqdm.auto import tqdm
 from ..data.bags import bag_slots
 from ..data.lidc import NoduleDataset
 from ..data.predict import predict_dataset
-from ..evaluation.cv import holdout_split, patient_folds
-from ..evaluation.metrics import choose_threshold
+from ..data.splits import holdout_split, patient_folds
 from ..fromdict import from_dict
 from ..models.cnn import CNNConfig, CNNEncoder
 from ..models.ensemble import Ensemble, gather_slots
@@ -35,6 +34,7 @@ from ..models.mil import PAPER_CLINICAL, ClinicalSpec, FeatureScaler, MILConfig,
 from ..models.vae import VAE, VAEConfig, VAELossConfig
 from .mil_train import MILData, MILTrainConfig, predict_mil, train_mil
 from .seed import seed_everything
+from .threshold import choose_threshold
 from .vae_train import VAETrainConfig, encode_images, patch_bce_loss, reconstruction_metrics, train_vae
 
 METHODS = ("size", "cnn", "vae", "dirvae")
@@ -144,7 +144,7 @@ class FittedModel:
         pipeline = PipelineConfig.from_dict(meta["pipeline"])
         mil = MILModel(MILConfig.from_dict(meta["mil"]))
         mil.load_state_dict(load_file(str(directory / "mil.safetensors")))
-        encoder = _new_encoder(meta["method"], pipeline)
+        encoder = new_encoder(meta["method"], pipeline)
         if encoder is not None:
             encoder.load_state_dict(load_file(str(directory / "encoder.safetensors")))
             encoder.eval()
@@ -153,7 +153,8 @@ class FittedModel:
                    meta["selection"], meta["history"])
 
 
-def _new_encoder(method: str, config: PipelineConfig) -> torch.nn.Module | None:
+def new_encoder(method: str, config: PipelineConfig) -> torch.nn.Module | None:
+    """An untrained encoder of ``method`` ("size": none; "cnn"; "vae"/"dirvae": Gaussian/Dirichlet VAE)."""
     if method == "size":
         return None
     if method == "cnn":

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from ..data.lidc import build_dataset
+from ..data.splits import patient_folds
 from ..data.synthetic import make_synthetic_nodules
-from ..evaluation.cv import patient_folds
 from ..models.vae import VAEConfig
 from .bundling import build_bundle
 from .mil_train import MILTrainConfig

@@ -19,7 +19,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from LNMStagingLib.data.lidc import build_dataset, default_lidc_dir, read_nodule_arrays
-from LNMStagingLib.evaluation.cv import patient_folds
+from LNMStagingLib.data.splits import patient_folds
 from LNMStagingLib.measure import measure_cross_section
 
 

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from LNMStagingLib.evaluation.cv import holdout_split, nested_folds, patient_folds
+from LNMStagingLib.data.splits import holdout_split, nested_folds, patient_folds
 from LNMStagingLib.evaluation.metrics import (
     binary_metrics,
     bootstrap_intervals,
-    choose_threshold,
     expected_calibration_error,
     summarise_folds,
 )
+from LNMStagingLib.training.threshold import choose_threshold
 
 
 def _patients(n=60, seed=0):

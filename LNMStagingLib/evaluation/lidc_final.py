@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from ..data.lidc import load_lidc
-from ..evaluation.benchmark import benchmark_configs, summarise
-from .bundling import build_bundle
-from .pipeline import FittedModel, fit
+from ..training.bundling import build_bundle
+from ..training.pipeline import FittedModel, fit
+from ..training.recipes import benchmark_configs
+from .benchmark import summarise
 
 FINAL_NAME = "lidc-vae-mlp"
 
