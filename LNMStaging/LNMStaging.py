@@ -91,7 +91,7 @@ Built on 3D Slicer, PyTorch and SimpleITK.
 
 def loadPhantomCase() -> tuple:
     """Write the phantom to a temporary folder and load its volume and segmentation."""
-    from LNMStagingLib.phantom import write_phantom
+    from LNMStagingLib.synthetic.phantom import write_phantom
 
     folder = Path(tempfile.mkdtemp(prefix="LNMStagingPhantom-"))
     files = write_phantom(folder)

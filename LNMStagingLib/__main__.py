@@ -3,6 +3,6 @@ script on their PATH (the Slicer module starts its prediction child process this
 
 import sys
 
-from .cli import main
+from .cli.main import main
 
 sys.exit(main())

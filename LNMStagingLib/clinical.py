@@ -1,4 +1,4 @@
-"""The one clinical encoder: a patient's :class:`~LNMStagingLib.cohort.ClinicalData` -> the numbers the models
+"""The one clinical encoder: a patient's :class:`~LNMStagingLib.io.cohort.ClinicalData` -> the numbers the models
 see, used by training on a cohort and by prediction alike, so the two cannot encode differently.
 
 Age in years, sex 0 (female) / 1 (male), T stage 1-4; None = missing (the models then receive a neutral

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from LNMStagingLib.progress_lines import parse_progress
+from LNMStagingLib.io.progress_lines import parse_progress
 
 STDOUT_NAME = "child-stdout.txt"
 STDERR_NAME = "child-stderr.txt"

@@ -5,7 +5,10 @@ Loading verifies every file against the manifest, parses JSON strictly, and load
 only (never pickle); the members run as an :class:`~LNMStagingLib.models.ensemble.Ensemble`.
 """
 
-from .config import BundleConfig, MemberSpec
+import importlib
+from typing import Any
+
+from . import discovery, format
 from .discovery import (
     ENV_DEFAULT_MODEL,
     ENV_MODEL_PATH,
@@ -31,9 +34,21 @@ from .format import (
     write_bundle,
     write_manifest,
 )
-from .load import ModelBundle, load_bundle
+
+# config and loading need torch (the models' configurations live beside their modules): imported on first use,
+# so that discovery (``lnmstaging models``, the Slicer module's model list) stays light
+_LAZY = {"BundleConfig": "config", "MemberSpec": "config", "ModelBundle": "load", "load_bundle": "load",
+         "config": None, "load": None}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(f"{__name__}.{_LAZY[name] or name}")
+    return module if _LAZY[name] is None else getattr(module, name)
 
 __all__ = [
+    "config", "discovery", "format", "load",
     "BUNDLE_FORMAT", "BUNDLE_FORMAT_VERSION", "CARD_JSON", "CARD_MD", "CONFIG", "ENV_DEFAULT_MODEL",
     "ENV_MODEL_PATH", "MANIFEST", "TRAINING_PATIENTS_KEY", "BundleConfig", "BundleInfo", "MemberSpec",
     "ModelBundle", "builtin_models_dir", "default_bundle_path", "list_bundles", "load_bundle",

@@ -15,17 +15,17 @@ import json
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from ..errors import BundleError, InputError
 from ..fromdict import from_dict
+from ..imaging.patches import PatchConfig
+from ..imaging.presets import Preset
 from ..models.mil import ClinicalSpec, MILConfig
 from ..models.vae import VAEConfig
-from ..patches import PatchConfig
-from ..presets import Preset
 
 MemberRole = Literal["final", "fold"]
-MEMBER_ROLES: tuple[str, ...] = ("final", "fold")
+MEMBER_ROLES: tuple[str, ...] = get_args(MemberRole)
 SCHEMA_FILE = Path(__file__).with_name("config.schema.json")
 
 
@@ -62,7 +62,7 @@ class BundleConfig:
     """The parsed ``config.json`` of a bundle.
 
     ``preset`` stays the preset's JSON object (what the Slicer module reads); :attr:`preprocessing` is the
-    parsed :class:`~LNMStagingLib.presets.Preset`.
+    parsed :class:`~LNMStagingLib.imaging.presets.Preset`.
     """
 
     name: str

@@ -5,7 +5,7 @@
 * Pixel spacing is not stored: per nodule, mm/pixel = ``diameter_mm`` / (largest in-plane long axis in
   pixels over that nodule's slices). Without ``nodules.csv`` (or a diameter) the spacing comes from a
   given field of view (the bundle's ``fov_mm`` / image width).
-* Features per slice: ``LNMStagingLib.measure.measure_cross_section`` of the 64x64 mask at that spacing.
+* Features per slice: ``LNMStagingLib.imaging.measure.measure_cross_section`` of the 64x64 mask at that spacing.
 * Multiple-instance view: a patient's bag is its slices, largest area first, at most ``max_patches``.
 """
 
@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import csv
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
 from ..models.mil import DEFAULT_FEATURES
+from .dataset import PatchDataset
 
 LIDC_ENV = "LNMSTAGING_LIDC_DIR"
 REQUIRED_ARRAYS = ("images", "masks", "slice_label", "nodule_id", "patient_id")
@@ -31,51 +31,6 @@ def default_lidc_dir() -> Path:
     if env:
         return Path(env)
     return Path(__file__).resolve().parents[2].parent / "shared" / "data" / "lidc-nodules"
-
-
-@dataclass
-class NoduleDataset:
-    """Slices of lesions with labels. ``patches`` (N, 1, S, S) float32 in [0, 1]; ``features`` (N, F) raw."""
-
-    patches: np.ndarray
-    masks: np.ndarray  # (N, S, S) bool, at patch resolution
-    features: np.ndarray
-    feature_names: tuple[str, ...]
-    slice_label: np.ndarray  # (N,) int, -1 unknown
-    nodule_id: np.ndarray  # (N,) str
-    patient_id: np.ndarray  # (N,) str
-    area_mm2: np.ndarray  # (N,) cross-section area (bag order)
-    mm_per_px: np.ndarray  # (N,) at the source resolution
-    source_size: int  # pixels of the source crops (64 for LIDC)
-    clinical: dict | None = None  # patient -> {"age": .., "sex": 0/1, "t_stage": 1-4} (None: no clinical data)
-    patient_label: dict | None = None  # patient -> 0/1 when labels are patient-level only (cohorts)
-
-    def __len__(self) -> int:
-        return int(self.patches.shape[0])
-
-    @property
-    def patients(self) -> np.ndarray:
-        return np.unique(self.patient_id)
-
-    def patient_labels(self) -> dict[str, int]:
-        if self.patient_label is not None:
-            return dict(self.patient_label)
-        out: dict[str, int] = {}
-        for p, y in zip(self.patient_id, self.slice_label, strict=True):
-            out[p] = max(out.get(p, 0), int(y))
-        return out
-
-    def nodule_labels(self) -> dict[str, int]:
-        return {n: int(y) for n, y in zip(self.nodule_id, self.slice_label, strict=True)}
-
-    def subset_patients(self, patients) -> np.ndarray:
-        """Indices of the slices of the given patients."""
-        return np.flatnonzero(np.isin(self.patient_id, np.asarray(list(patients))))
-
-    def fov_mm(self) -> float:
-        """Median field of view (mm) of a source crop over nodules."""
-        _, first = np.unique(self.nodule_id, return_index=True)
-        return float(np.median(self.mm_per_px[first] * self.source_size))
 
 
 def area_downsample(images: np.ndarray, size: int) -> np.ndarray:
@@ -137,9 +92,9 @@ def read_nodule_arrays(data_dir: str | Path) -> tuple[dict[str, np.ndarray], dic
 
 def build_dataset(arrays: dict[str, np.ndarray], diameters: dict[str, float], patch_size: int = 32,
                   fov_mm: float | None = None, feature_names: tuple[str, ...] = DEFAULT_FEATURES,
-                  progress: bool = False) -> NoduleDataset:
+                  progress: bool = False) -> PatchDataset:
     """Patches, spacing and features from LIDC-layout arrays (see the module docstring)."""
-    from ..measure import measure_cross_section
+    from ..imaging.measure import measure_cross_section
 
     images = arrays["images"]
     masks = arrays["masks"].astype(bool)
@@ -185,11 +140,11 @@ def build_dataset(arrays: dict[str, np.ndarray], diameters: dict[str, float], pa
         j = np.unravel_index(np.argmax(scaled[i]), scaled[i].shape)
         small_masks[i][j] = True
     patches = (scaled * small_masks)[:, None].astype(np.float32)
-    return NoduleDataset(patches, small_masks, features, tuple(feature_names), labels, nodule, patient,
+    return PatchDataset(patches, small_masks, features, tuple(feature_names), labels, nodule, patient,
                          area.astype(np.float32), mm_per_px, size)
 
 
-def load_lidc(data_dir: str | Path | None = None, patch_size: int = 32, fov_mm: float | None = None) -> NoduleDataset:
-    """Load a folder in the LIDC layout as a :class:`NoduleDataset`."""
+def load_lidc(data_dir: str | Path | None = None, patch_size: int = 32, fov_mm: float | None = None) -> PatchDataset:
+    """Load a folder in the LIDC layout as a :class:`PatchDataset`."""
     arrays, diameters = read_nodule_arrays(data_dir or default_lidc_dir())
     return build_dataset(arrays, diameters, patch_size=patch_size, fov_mm=fov_mm)

@@ -1,4 +1,4 @@
-"""An ensemble over a :class:`~LNMStagingLib.data.lidc.NoduleDataset`: slice, nodule and patient probabilities.
+"""An ensemble over a :class:`~LNMStagingLib.data.lidc.PatchDataset`: slice, nodule and patient probabilities.
 
 One function for evaluating a bundle (many members) and for testing a fitted fold model during training and
 benchmarking (a one-member ensemble), so both compute the same way as a single case's prediction does.
@@ -10,10 +10,10 @@ import numpy as np
 
 from ..models.ensemble import BagBatch, Ensemble, node_means
 from .bags import bag_slots
-from .lidc import NoduleDataset
+from .dataset import PatchDataset
 
 
-def predict_dataset(ensemble: Ensemble, dataset: NoduleDataset, patients=None, batch_size: int = 1024) -> dict:
+def predict_dataset(ensemble: Ensemble, dataset: PatchDataset, patients=None, batch_size: int = 1024) -> dict:
     """Ensemble predictions for the slices, nodules and patients of ``patients`` (default: all).
 
     Latents are computed once per member (in batches of ``batch_size``) and shared by the slice and the bag

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.lidc import NoduleDataset, load_lidc
+from ..data.dataset import PatchDataset
+from ..data.lidc import load_lidc
 from ..data.splits import patient_folds
 from ..training.pipeline import FittedModel, PipelineConfig, fit
 from ..training.recipes import benchmark_configs
@@ -54,7 +55,7 @@ def _json_default(value):
     return str(value)
 
 
-def run_fold(dataset: NoduleDataset, method: str, config: PipelineConfig, train, test, fold_dir: Path,
+def run_fold(dataset: PatchDataset, method: str, config: PipelineConfig, train, test, fold_dir: Path,
              progress: bool, log, encoder=None) -> dict:
     """Fit on ``train`` patients, predict the ``test`` patients once, write ``result.json``."""
     t0 = time.time()
@@ -174,7 +175,7 @@ def _ci(pair) -> str:
 
 
 def write_table(out_dir: Path, summaries: dict[str, dict], command: str, started: str, n_folds: int,
-                dataset: NoduleDataset, title: str = LIDC_TITLE, label_note: str = LIDC_LABELS) -> Path:
+                dataset: PatchDataset, title: str = LIDC_TITLE, label_note: str = LIDC_LABELS) -> Path:
     labels = dataset.patient_labels()
     lines = [
         f"# {title} (nested, patient-grouped, stratified {n_folds}-fold cross-validation)",
@@ -242,7 +243,7 @@ def write_plots(out_dir: Path, results: dict[str, list[dict]]) -> None:
             plot_reliability(curves, out_dir / f"reliability_{level}.png", f"Reliability, {level} level")
 
 
-def run_benchmark(data: str | Path | NoduleDataset, out_dir, methods=DEFAULT_ORDER, n_folds: int = 5, seed: int = 0,
+def run_benchmark(data: str | Path | PatchDataset, out_dir, methods=DEFAULT_ORDER, n_folds: int = 5, seed: int = 0,
                   quick: bool = False, progress: bool = True, command: str = "", log=print,
                   max_patients: int | None = None, n_boot: int = 1000, title: str = LIDC_TITLE,
                   label_note: str = LIDC_LABELS) -> Path:
@@ -253,7 +254,7 @@ def run_benchmark(data: str | Path | NoduleDataset, out_dir, methods=DEFAULT_ORD
     if not started_file.is_file():
         started_file.write_text(_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), encoding="utf-8")
     started = started_file.read_text(encoding="utf-8").strip()
-    dataset = data if isinstance(data, NoduleDataset) else load_lidc(data)
+    dataset = data if isinstance(data, PatchDataset) else load_lidc(data)
     labels = dataset.patient_labels()
     patients = np.asarray(sorted(labels))
     if max_patients:

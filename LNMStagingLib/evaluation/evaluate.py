@@ -91,8 +91,8 @@ def evaluate_bundle_on_cohort(bundle: ModelBundle, manifest: str | Path, n_boot:
     patient-level only, so ``"nodule"`` is None. Returns (metrics.json content, per-patient predictions)."""
     from tqdm.auto import tqdm
 
-    from ..case import load_case
-    from ..cohort import read_manifest
+    from ..imaging.case import load_case
+    from ..io.cohort import read_manifest
     from ..prediction.pipeline import predict_case
 
     t0 = time.time()

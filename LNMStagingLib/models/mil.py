@@ -14,6 +14,7 @@ silently 0. A model declared without clinical inputs (LIDC) has none.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -21,6 +22,8 @@ from torch import nn
 
 from ..fromdict import from_dict
 
+MILMode = Literal["combined", "max", "mlp"]
+MIL_MODES: tuple[str, ...] = get_args(MILMode)
 DEFAULT_FEATURES: tuple[str, ...] = ("short_axis_mm", "long_axis_mm", "axis_ratio", "convexity", "compactness")
 
 
@@ -70,7 +73,7 @@ class MILConfig:
     patient_hidden: int = 32
     patient_dropout: float = 0.3
     eta: float = 0.8  # weight of the patient MLP, in [0.5, 0.8]
-    mode: str = "combined"  # "combined" | "max" (max node only) | "mlp" (patient MLP only)
+    mode: MILMode = "combined"  # "combined" | "max" (max node only) | "mlp" (patient MLP only)
     use_latent: bool = True  # False: size/border features only (the size-only baseline)
     use_node_features: bool = True
     use_clinical: bool = True
@@ -84,7 +87,7 @@ class MILConfig:
         return 2 * len(self.clinical) if self.use_clinical else 0
 
     def validate(self) -> None:
-        if self.mode not in ("combined", "max", "mlp"):
+        if self.mode not in MIL_MODES:
             raise ValueError(f"MIL mode must be combined, max or mlp, not {self.mode!r}")
         if not 0.0 <= self.eta <= 1.0:
             raise ValueError("eta must be in [0, 1]")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,8 @@ from torch import nn
 
 from ..fromdict import from_dict
 
+VAEKind = Literal["gaussian", "dirichlet"]
+VAE_KINDS: tuple[str, ...] = get_args(VAEKind)
 GRADCAM_LAYER = "encoder.blocks.5"
 """Dotted name (relative to a :class:`VAE`) of the last spatial encoder block, for Grad-CAM."""
 
@@ -33,7 +36,7 @@ GRADCAM_LAYER = "encoder.blocks.5"
 class VAEConfig:
     """Architecture of a :class:`VAE`; JSON round trip with :meth:`to_dict` / :meth:`from_dict`."""
 
-    kind: str = "gaussian"  # "gaussian" or "dirichlet"
+    kind: VAEKind = "gaussian"  # "gaussian" or "dirichlet"
     in_channels: int = 1
     patch_size: int = 32
     base: int = 12  # feature maps of the first block
@@ -55,7 +58,7 @@ class VAEConfig:
         return size
 
     def validate(self) -> None:
-        if self.kind not in ("gaussian", "dirichlet"):
+        if self.kind not in VAE_KINDS:
             raise ValueError(f"VAE kind must be 'gaussian' or 'dirichlet', not {self.kind!r}")
         if len(self.channel_mults) != 6 or len(self.strides) != 6:
             raise ValueError("the VAE has exactly 6 encoder blocks (channel_mults and strides of length 6)")

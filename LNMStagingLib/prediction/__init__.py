@@ -2,12 +2,27 @@
 Grad-CAM in image space, latent growth/border traversals, radiological criteria, JSON/HTML reports, and the
 latent-space cluster analysis. Research use only."""
 
+from . import (
+    clusters,
+    criteria,
+    gradcam,
+    imaging,
+    inputs,
+    pipeline,
+    report_html,
+    results,
+    stages,
+    traversal,
+    writers,
+)
 from .inputs import check_intended_input, image_modality, load_bundle_for_case
 from .pipeline import predict_case
 from .results import NodePatch, NodePrediction, PatientResult, PredictionResult
 from .writers import write_outputs
 
 __all__ = [
+    "clusters", "criteria", "gradcam", "imaging", "inputs", "pipeline", "report_html", "results", "stages",
+    "traversal", "writers",
     "NodePatch",
     "NodePrediction",
     "PatientResult",

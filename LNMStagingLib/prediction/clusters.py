@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_directory
 from ..errors import InputError
+from ..io.atomic import atomic_directory
 
 MIN_CLUSTER_SIZE = 3
 CLUSTERS_FILE = "clusters.json"
@@ -204,8 +204,8 @@ def run_cluster_analysis(model: str | Path | None, data_dir: str | Path | None, 
 
     bundle = load_bundle(model)
     if manifest is not None:
-        from ..data.cohort_data import load_cohort
-        from ..prediction.pipeline import bundle_settings
+        from ..data.cohort import load_cohort
+        from .pipeline import bundle_settings
 
         preset, sampling = bundle_settings(bundle)
         dataset = load_cohort(manifest, preset=preset, patch_size=sampling.size, fov_mm=sampling.fov_mm,

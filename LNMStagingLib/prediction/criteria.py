@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from ..measure import NodeMeasurement, slice_areas_mm2
-from ..segmentation import NodeRegion
-from ..volume import Volume
+from ..imaging.measure import NodeMeasurement, slice_areas_mm2
+from ..io.segmentation import NodeRegion
+from ..io.volume import Volume
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from ..bundle import ModelBundle, load_bundle
 from ..clinical import encode_clinical
-from ..cohort import ClinicalData
 from ..errors import BundleError
-from ..imageio import read_modality
+from ..io.cohort import ClinicalData
+from ..io.image import read_modality
 from .results import ClinicalUse
 
 

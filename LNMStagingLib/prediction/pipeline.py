@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from ..bundle import ModelBundle
-from ..case import Case
-from ..cohort import ClinicalData
 from ..errors import CancelledError
-from ..patches import PatchConfig
-from ..presets import Preset
+from ..imaging.case import Case
+from ..imaging.patches import PatchConfig
+from ..imaging.presets import Preset
+from ..io.cohort import ClinicalData
 from . import criteria
 from .inputs import load_bundle_for_case
 from .results import (

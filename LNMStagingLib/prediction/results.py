@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..measure import NodeMeasurement
+from ..imaging.measure import NodeMeasurement
 
 REPORT_FORMAT = "lnmstaging-prediction-report"
 REPORT_FORMAT_VERSION = 1
@@ -99,7 +99,7 @@ class PatientResult:
 
 @dataclass
 class NodePrediction:
-    """One node's prediction: its :class:`~LNMStagingLib.measure.NodeMeasurement` (on the preset's grid, and on
+    """One node's prediction: its :class:`~LNMStagingLib.imaging.measure.NodeMeasurement` (on the preset's grid, and on
     the image's own grid) with the ensemble's probability, the criteria and the Grad-CAM share.
 
     The measurement's fields read through (``node.short_axis_mm``); report.json keeps them flat.

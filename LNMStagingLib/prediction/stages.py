@@ -12,14 +12,14 @@ from typing import Any
 import numpy as np
 
 from ..bundle import ModelBundle
-from ..case import Case, PreparedCase, prepare_case
-from ..cohort import ClinicalData
 from ..data.bags import Bag
 from ..errors import BundleError, InputError
-from ..measure import NodeMeasurement, measure_nodes
+from ..imaging.case import Case, PreparedCase, prepare_case
+from ..imaging.measure import NodeMeasurement, measure_nodes
+from ..imaging.patches import PatchConfig, PatchSet, extract_patches, patch_features
+from ..imaging.presets import Preset
+from ..io.cohort import ClinicalData
 from ..models.ensemble import PatientPrediction, node_means
-from ..patches import PatchConfig, PatchSet, extract_patches, patch_features
-from ..presets import Preset
 from . import criteria
 from .gradcam import node_gradcam
 from .inputs import clinical_inputs

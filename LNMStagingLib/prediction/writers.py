@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..atomic import atomic_directory
-from ..case import Case
-from ..volume import Volume
+from ..imaging.case import Case
+from ..io.atomic import atomic_directory
+from ..io.volume import Volume
 from .imaging import png_bytes, strip
 from .report_html import render_html
 from .results import PredictionResult

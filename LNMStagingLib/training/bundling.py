@@ -10,7 +10,7 @@ import torch
 
 from .. import __version__
 from ..bundle import TRAINING_PATIENTS_KEY, BundleConfig, MemberSpec, patient_fingerprints, write_bundle
-from ..data.lidc import NoduleDataset
+from ..data.dataset import PatchDataset
 from ..models.member import MEMBER_GRADCAM_LAYER, ModelMember
 from ..models.vae import VAE
 from .pipeline import FittedModel
@@ -26,7 +26,7 @@ def member_from_fitted(fitted: FittedModel) -> ModelMember:
     return member.eval()
 
 
-def latent_directions(vae: VAE, dataset: NoduleDataset) -> dict[str, list[float]]:
+def latent_directions(vae: VAE, dataset: PatchDataset) -> dict[str, list[float]]:
     """Directions in the latent space (paper, section 3.4): mean code of the largest quarter of the
     cross-sections minus the smallest quarter (``growth``), and of the most irregular quarter minus the most
     regular (``border_irregularity``: rank of (1 - convexity) + rank of compactness)."""
@@ -105,11 +105,11 @@ def card_inputs_outputs(config: BundleConfig) -> dict:
 
 
 def build_bundle(out_dir: Path, name: str, version: str, primary: FittedModel, folds: list[FittedModel],
-                 dataset: NoduleDataset, preset: str, fov_mm: float | None, card: dict,
+                 dataset: PatchDataset, preset: str, fov_mm: float | None, card: dict,
                  training: dict | None = None, clinical_absent_reason: str = "") -> Path:
     """Write a bundle: member 0 = ``primary`` (role final), then the fold models (role fold)."""
-    from ..patches import PatchConfig
-    from ..presets import get_preset
+    from ..imaging.patches import PatchConfig
+    from ..imaging.presets import get_preset
 
     members = [member_from_fitted(primary)] + [member_from_fitted(f) for f in folds]
     mil = primary.mil.config

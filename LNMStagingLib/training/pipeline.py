@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data.bags import bag_slots
-from ..data.lidc import NoduleDataset
+from ..data.dataset import PatchDataset
 from ..data.predict import predict_dataset
 from ..data.splits import holdout_split, patient_folds
 from ..fromdict import from_dict
@@ -114,7 +114,7 @@ class FittedModel:
         """This model as a one-member :class:`Ensemble` (the forward path of bundles and evaluation)."""
         return Ensemble([EncoderMember(self.encoder, self.mil.eval())], [self.scaler], self.threshold)
 
-    def predict(self, dataset: NoduleDataset, patients=None) -> dict:
+    def predict(self, dataset: PatchDataset, patients=None) -> dict:
         """Slice, nodule and patient probabilities for ``patients`` (default: all); see
         :func:`~LNMStagingLib.data.predict.predict_dataset`."""
         pred = predict_dataset(self.ensemble(), dataset, patients, batch_size=512)
@@ -164,14 +164,14 @@ def new_encoder(method: str, config: PipelineConfig) -> torch.nn.Module | None:
 
 
 # ------------------------------------------------------------------------------------------ data helpers
-def _clinical(dataset: NoduleDataset, patients, specs) -> torch.Tensor | None:
+def _clinical(dataset: PatchDataset, patients, specs) -> torch.Tensor | None:
     if not specs:
         return None
     table = dataset.clinical or {}
     return torch.as_tensor(np.stack([clinical_vector(specs, table.get(str(p))) for p in patients]))
 
 
-def make_mil_data(dataset: NoduleDataset, patients, latent: torch.Tensor | None, scaler: FeatureScaler,
+def make_mil_data(dataset: PatchDataset, patients, latent: torch.Tensor | None, scaler: FeatureScaler,
                   max_patches: int, clinical_specs=()) -> MILData:
     """Bags of ``patients`` (largest slices first, padded) as :class:`MILData`."""
     patients = np.asarray(list(patients))
@@ -214,7 +214,7 @@ def augment_patches(patches: np.ndarray, masks: np.ndarray, seed: int) -> np.nda
     return out
 
 
-def synthetic_patients(dataset: NoduleDataset, patients, n: int, encoder, scaler: FeatureScaler,
+def synthetic_patients(dataset: PatchDataset, patients, n: int, encoder, scaler: FeatureScaler,
                        max_patches: int, seed: int, clinical_specs=()) -> tuple[MILData | None, np.ndarray]:
     """``n`` synthetic positive patients: augmented copies of randomly drawn positive training patients.
     Returns (bags, source patient of each) so that inner folds keep a copy with its source."""
@@ -288,7 +288,7 @@ def _train_cnn(train_x, train_y, val_x, val_y, config: PipelineConfig, progress:
     return model, history
 
 
-def _weak_slice_labels(dataset: NoduleDataset, idx: np.ndarray) -> np.ndarray:
+def _weak_slice_labels(dataset: PatchDataset, idx: np.ndarray) -> np.ndarray:
     """Slice labels where node labels exist, else the patient's label (weak)."""
     labels = dataset.slice_label[idx].copy()
     patient = dataset.patient_labels()
@@ -324,7 +324,7 @@ def _fit_patch_head(latent: torch.Tensor, feats: torch.Tensor, labels: np.ndarra
     return model
 
 
-def fit_encoder(dataset: NoduleDataset, enc_train: np.ndarray, enc_val: np.ndarray, config: PipelineConfig,
+def fit_encoder(dataset: PatchDataset, enc_train: np.ndarray, enc_val: np.ndarray, config: PipelineConfig,
                 scaler: FeatureScaler, mil_config: MILConfig, workdir: Path | None, progress: bool,
                 device: str, log) -> tuple[torch.nn.Module | None, dict]:
     """Train the encoder on the slices of ``enc_train`` patients, early-stopped on ``enc_val`` patients."""
@@ -389,7 +389,7 @@ def _node_predictions(patch_prob: np.ndarray, data: MILData) -> tuple[list[int],
     return ys, ps
 
 
-def fit(dataset: NoduleDataset, train_patients, config: PipelineConfig, workdir: Path | None = None,
+def fit(dataset: PatchDataset, train_patients, config: PipelineConfig, workdir: Path | None = None,
         progress: bool = True, device: str = "cpu", log=print, encoder: torch.nn.Module | None = None) -> FittedModel:
     """Fit encoder + MIL on ``train_patients`` only (see the module docstring). With ``encoder`` given (a
     VAE trained before, e.g. ``lnmstaging train --stage vae``), only the classifier is trained."""

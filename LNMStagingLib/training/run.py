@@ -87,7 +87,7 @@ def training_data(data: Path | None, manifest: Path | None, preset: str | None, 
         dataset = load_lidc(data)
         preset, fov = preset or "lidc-png", round(dataset.fov_mm(), 3)
     else:
-        from ..data.cohort_data import load_cohort
+        from ..data.cohort import load_cohort
 
         preset = preset or "mri-t2"
         dataset, fov = load_cohort(manifest, preset=preset, fov_mm=fov_mm, progress=progress), fov_mm

@@ -12,8 +12,8 @@ import torch
 
 from ..data.lidc import build_dataset
 from ..data.splits import patient_folds
-from ..data.synthetic import make_synthetic_nodules
 from ..models.vae import VAEConfig
+from ..synthetic.nodules import make_synthetic_nodules
 from .bundling import build_bundle
 from .mil_train import MILTrainConfig
 from .pipeline import PipelineConfig, fit
@@ -62,7 +62,7 @@ def _build(out_dir: Path, seed: int, n_members: int) -> Path:
     card = {
         "summary": "Tiny synthetic test model: trained for seconds on synthetic blobs. NOT for any real use.",
         "intended_use": "Software tests of the prediction command and the Slicer module only.",
-        "data": {"source": "LNMStagingLib.data.synthetic.make_synthetic_nodules", "seed": seed,
+        "data": {"source": "LNMStagingLib.synthetic.nodules.make_synthetic_nodules", "seed": seed,
                  "patients": int(len(patients)), "slices": int(len(dataset))},
         "evaluation": {"note": "none: this model is not evaluated"},
         "limits": ["synthetic data", "research and testing only, not a medical device"],

@@ -16,11 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from LNMStagingLib.case import load_case, prepare_case
-from LNMStagingLib.measure import measure_nodes
-from LNMStagingLib.patches import extract_patches
-from LNMStagingLib.phantom import write_phantom
-from LNMStagingLib.presets import get_preset
+from LNMStagingLib.imaging.case import load_case, prepare_case
+from LNMStagingLib.imaging.measure import measure_nodes
+from LNMStagingLib.imaging.patches import extract_patches
+from LNMStagingLib.imaging.presets import get_preset
+from LNMStagingLib.synthetic.phantom import write_phantom
 
 TARGET_SECONDS = 2.0
 

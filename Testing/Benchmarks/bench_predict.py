@@ -26,10 +26,10 @@ import monai.visualize  # noqa: E402, F401
 import torch  # noqa: E402
 
 from LNMStagingLib.bundle import default_bundle_path, load_bundle  # noqa: E402
-from LNMStagingLib.case import load_case  # noqa: E402
 from LNMStagingLib.errors import BundleError  # noqa: E402
-from LNMStagingLib.phantom import write_phantom  # noqa: E402
+from LNMStagingLib.imaging.case import load_case  # noqa: E402
 from LNMStagingLib.prediction import predict_case, write_outputs  # noqa: E402
+from LNMStagingLib.synthetic.phantom import write_phantom  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - started
 TARGET_SECONDS = 3.0

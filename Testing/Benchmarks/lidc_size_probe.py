@@ -20,7 +20,7 @@ from sklearn.preprocessing import StandardScaler
 
 from LNMStagingLib.data.lidc import build_dataset, default_lidc_dir, read_nodule_arrays
 from LNMStagingLib.data.splits import patient_folds
-from LNMStagingLib.measure import measure_cross_section
+from LNMStagingLib.imaging.measure import measure_cross_section
 
 
 def nodule_auc(dataset, test_rows: np.ndarray, slice_scores: np.ndarray) -> float:

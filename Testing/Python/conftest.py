@@ -18,7 +18,7 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="session")
 def phantom_files(tmp_path_factory):
-    from LNMStagingLib.phantom import write_phantom
+    from LNMStagingLib.synthetic.phantom import write_phantom
 
     return write_phantom(tmp_path_factory.mktemp("phantom"))
 
@@ -33,7 +33,7 @@ def lidc_dir() -> Path:
     return path
 
 _SOURCES = ("LNMStagingLib/bundle", "LNMStagingLib/models", "LNMStagingLib/training", "LNMStagingLib/data",
-            "LNMStagingLib/presets.py", "LNMStagingLib/patches.py", "LNMStagingLib/measure.py")
+            "LNMStagingLib/imaging/presets.py", "LNMStagingLib/imaging/patches.py", "LNMStagingLib/imaging/measure.py")
 _BUILT: dict[str, Path] = {}
 
 
@@ -95,7 +95,7 @@ def tiny_bundle(tiny_bundle_dir):
 
 @pytest.fixture(scope="session")
 def phantom_case(phantom_files):
-    from LNMStagingLib.case import load_case
+    from LNMStagingLib.imaging.case import load_case
 
     return load_case(phantom_files.image, phantom_files.segmentation)
 
@@ -123,7 +123,7 @@ def write_dicom_series():
     """A function writing a 3D image as a DICOM series folder of the given modality (real GDCM files)."""
     import SimpleITK as sitk
 
-    from LNMStagingLib.imageio import preserved_locale
+    from LNMStagingLib.io.image import preserved_locale
 
     def write(image, folder: Path, modality: str = "MR") -> Path:
         folder.mkdir(parents=True)

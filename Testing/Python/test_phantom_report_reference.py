@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from LNMStagingLib.bundle import builtin_models_dir
-from LNMStagingLib.cli import main
+from LNMStagingLib.cli.main import main
 
 REFERENCE = Path(__file__).parent / "data" / "phantom_report_reference.json"
 TOLERANCE = 1e-6

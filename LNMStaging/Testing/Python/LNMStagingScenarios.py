@@ -33,9 +33,9 @@ from LNMStagingSlicerLib.scene_outputs import (
     SceneOutputs,
 )
 
-from LNMStagingLib.imageio import read_image
-from LNMStagingLib.segmentation import read_segmentation
-from LNMStagingLib.volume import Volume
+from LNMStagingLib.io.image import read_image
+from LNMStagingLib.io.segmentation import read_segmentation
+from LNMStagingLib.io.volume import Volume
 
 TRAVERSAL_FRAMES = 7
 STAND_IN_PATCH = (32, 28.8)  # the stand-in outputs' patches: 32 x 32 pixels of 0.9 mm
@@ -138,7 +138,7 @@ def writeTestCase(folder: Path, oblique: bool = False) -> CaseFiles:
     if oblique:
         return _syntheticCase(folder)
     try:
-        from LNMStagingLib.phantom import write_phantom
+        from LNMStagingLib.synthetic.phantom import write_phantom
     except ImportError:
         return _syntheticCase(folder)
     phantom = write_phantom(folder)
@@ -348,8 +348,8 @@ def writeStandInOutputs(exported: scene_inputs.ExportedInputs, outputDir: Path, 
     on the nodes, and per node a traversal stack placed, with the library's own writer geometry, where the
     library's patch sampling cuts the node's primary patch. ``frameSize`` other than the patch size
     exercises the rescaling. Returns the report."""
-    from LNMStagingLib.case import Case, prepare_case
-    from LNMStagingLib.patches import PatchConfig, extract_patches
+    from LNMStagingLib.imaging.case import Case, prepare_case
+    from LNMStagingLib.imaging.patches import PatchConfig, extract_patches
     from LNMStagingLib.prediction.results import NodePatch
     from LNMStagingLib.prediction.writers import frame_geometry
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 INTENSITY_STEPS = ("histogram_standardization", "z_normalization", "rescale", "clamp")
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from LNMStagingLib.data.lidc import build_dataset
-from LNMStagingLib.data.synthetic import make_synthetic_nodules
 from LNMStagingLib.models.mil import PAPER_CLINICAL, MILConfig, MILModel, clinical_vector
 from LNMStagingLib.models.vae import GRADCAM_LAYER, VAE, VAEConfig, kld_annealing, ssim
+from LNMStagingLib.synthetic.nodules import make_synthetic_nodules
 from LNMStagingLib.training.vae_train import VAETrainConfig, reconstruction_metrics, train_vae
 
 # tiny tensors: one torch thread is faster, and steadier on a busy 2-core machine

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .atomic import atomic_path, write_text_atomic
+from ..io.atomic import atomic_path, write_text_atomic
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from LNMStagingLib.cli import main
+from LNMStagingLib.cli.main import main
 from LNMStagingLib.errors import CancelledError
 from LNMStagingLib.prediction import predict_case
 from LNMStagingLib.prediction.traversal import TRAVERSAL_STEPS
@@ -75,7 +75,7 @@ def test_clinical_data_not_used_by_this_model_is_said(cli_run):
 def test_missing_clinical_values_are_declared_not_zero():
     from types import SimpleNamespace
 
-    from LNMStagingLib.cohort import ClinicalData
+    from LNMStagingLib.io.cohort import ClinicalData
     from LNMStagingLib.models.mil import PAPER_CLINICAL, ClinicalSpec, clinical_vector
     from LNMStagingLib.prediction.inputs import clinical_inputs
 
@@ -214,7 +214,7 @@ def test_bad_clinical_values_are_refused(phantom_files, tiny_bundle_dir, tmp_pat
                       *args], tmp_path / "out", fragment)
 
 
-def test_foundation_errors_are_refused_the_same_way(phantom_files, tiny_bundle_dir, tmp_path, capsys):
+def test_input_errors_are_refused_the_same_way(phantom_files, tiny_bundle_dir, tmp_path, capsys):
     _refused(capsys, ["predict", str(tmp_path / "nope.nrrd"), str(phantom_files.segmentation), "--model",
                       str(tiny_bundle_dir)], tmp_path / "out", "nope.nrrd: file not found")
 
@@ -276,7 +276,7 @@ def _stored_flipped(path, axis: int, out):
 
 
 def _patch_to_lps(path, node_patch) -> np.ndarray:
-    from LNMStagingLib.volume import Volume
+    from LNMStagingLib.io.volume import Volume
 
     return Volume.from_sitk(sitk.ReadImage(str(path))).index_to_lps() @ node_patch.patch_to_image
 
@@ -285,7 +285,7 @@ def _patch_to_lps(path, node_patch) -> np.ndarray:
 def test_node_patch_lies_in_the_same_place_whatever_the_storage_order(phantom_files, tiny_bundle, tmp_path, axis):
     """NodePatch.patch_to_image takes patch pixels to the input image's own indices: on an image stored
     mirrored, the patch lands on the same physical place, columns to the patient's left, rows to posterior."""
-    from LNMStagingLib.case import load_case
+    from LNMStagingLib.imaging.case import load_case
 
     original = predict_case(load_case(phantom_files.image, phantom_files.labelmap), bundle=tiny_bundle)
     image = _stored_flipped(phantom_files.image, axis, tmp_path / "image.nrrd")
@@ -311,8 +311,8 @@ def test_node_patch_mapping_follows_a_resized_model_input(phantom_case, tiny_bun
     import shutil
 
     from LNMStagingLib.bundle import load_bundle, write_manifest
-    from LNMStagingLib.case import prepare_case
-    from LNMStagingLib.patches import extract_patches
+    from LNMStagingLib.imaging.case import prepare_case
+    from LNMStagingLib.imaging.patches import extract_patches
     from LNMStagingLib.prediction.pipeline import bundle_settings
 
     variant = tmp_path / "resizing-bundle"

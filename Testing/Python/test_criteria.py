@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from LNMStagingLib.case import load_case, prepare_case
-from LNMStagingLib.measure import NodeMeasurement, measure_nodes
+from LNMStagingLib.imaging.case import load_case, prepare_case
+from LNMStagingLib.imaging.measure import NodeMeasurement, measure_nodes
 from LNMStagingLib.prediction import criteria
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from LNMStagingLib.cli import main
+from LNMStagingLib.cli.main import main
 
 COLUMNS = ["node_id", "segment_name", "short_axis_mm", "long_axis_mm", "axis_ratio", "convexity", "compactness",
            "volume_mm3", "n_slices", "centroid_x", "centroid_y", "centroid_z"]
@@ -28,7 +28,7 @@ def test_measure_writes_the_contract_columns(phantom_files, tmp_path):
 
 def test_console_script_runs_as_a_process(phantom_files, tmp_path):
     out = tmp_path / "nodes.csv"
-    result = subprocess.run([sys.executable, "-m", "LNMStagingLib.cli", "measure", str(phantom_files.image),
+    result = subprocess.run([sys.executable, "-m", "LNMStagingLib.cli.main", "measure", str(phantom_files.image),
                              str(phantom_files.labelmap), "--split-islands", "--out", str(out)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert len(list(csv.DictReader(out.open()))) == 7
@@ -73,7 +73,7 @@ def _bad_inputs(phantom_files, tmp_path):
 def test_bad_input_gives_one_line_exit_2_and_no_output(phantom_files, tmp_path, case):
     arguments, expected = _bad_inputs(phantom_files, tmp_path)[case]
     out = tmp_path / "out" / "nodes.csv"
-    result = subprocess.run([sys.executable, "-m", "LNMStagingLib.cli", "measure", *arguments, "--out", str(out)],
+    result = subprocess.run([sys.executable, "-m", "LNMStagingLib.cli.main", "measure", *arguments, "--out", str(out)],
                             capture_output=True, text=True)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -84,8 +84,8 @@ def test_bad_input_gives_one_line_exit_2_and_no_output(phantom_files, tmp_path, 
 
 
 def test_preset_landmarks_from_a_cohort(phantom_files, tmp_path):
-    from LNMStagingLib.case import load_case, prepare_case
-    from LNMStagingLib.presets import get_preset
+    from LNMStagingLib.imaging.case import load_case, prepare_case
+    from LNMStagingLib.imaging.presets import get_preset
 
     manifest = tmp_path / "cohort.csv"
     manifest.write_text("patient_id,image,segmentation\n"
@@ -104,7 +104,7 @@ def test_atomic_outputs_have_ordinary_permissions(tmp_path):
     import os
     import stat
 
-    from LNMStagingLib.atomic import atomic_directory, write_text_atomic
+    from LNMStagingLib.io.atomic import atomic_directory, write_text_atomic
 
     umask = os.umask(0o022)
     try:

@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..atomic import write_text_atomic
 from ..errors import InputError
+from ..io.atomic import write_text_atomic
 
 
 def register(subparsers) -> None:
@@ -195,7 +195,7 @@ def _benchmark(args) -> int:
     t0 = time.time()
     data, labelling = getattr(args, "data", None), {}
     if args.benchmark_name == "cohort":
-        from ..data.cohort_data import has_clinical_data, load_cohort
+        from ..data.cohort import has_clinical_data, load_cohort
 
         data = load_cohort(args.manifest, preset=args.preset, fov_mm=args.fov_mm, progress=not args.no_progress)
         if "vae_no_clinical" in methods and not has_clinical_data(data):

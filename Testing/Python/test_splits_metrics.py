@@ -68,8 +68,8 @@ def test_binary_metrics_known_values():
 def test_fit_never_reads_test_patients():
     """Poison the test patients' patches and features with NaN: fitting must stay finite."""
     from LNMStagingLib.data.lidc import build_dataset
-    from LNMStagingLib.data.synthetic import make_synthetic_nodules
     from LNMStagingLib.models.vae import VAEConfig
+    from LNMStagingLib.synthetic.nodules import make_synthetic_nodules
     from LNMStagingLib.training.mil_train import MILTrainConfig
     from LNMStagingLib.training.pipeline import PipelineConfig, fit
     from LNMStagingLib.training.vae_train import VAETrainConfig

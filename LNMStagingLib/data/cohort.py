@@ -16,23 +16,23 @@ from tqdm.auto import tqdm
 
 from ..clinical import encode_clinical
 from ..models.mil import DEFAULT_FEATURES
-from .lidc import NoduleDataset
+from .dataset import PatchDataset
 
 
-def has_clinical_data(dataset: NoduleDataset) -> bool:
+def has_clinical_data(dataset: PatchDataset) -> bool:
     """Whether any patient of ``dataset`` has any clinical value."""
     return any(value is not None for values in (dataset.clinical or {}).values() for value in values.values())
 
 
 def load_cohort(manifest: str | Path, preset="mri-t2", patch_size: int = 32, fov_mm: float | None = None,
-                max_patches: int = 15, progress: bool = True, require_labels: bool = True) -> NoduleDataset:
-    """A :class:`NoduleDataset` from a cohort manifest; ``preset``: a name, a preset .json or a ``Preset``.
+                max_patches: int = 15, progress: bool = True, require_labels: bool = True) -> PatchDataset:
+    """A :class:`PatchDataset` from a cohort manifest; ``preset``: a name, a preset .json or a ``Preset``.
     Patients without an N stage are skipped when ``require_labels``, else kept with the label -1 (unknown)."""
-    from ..case import load_case, prepare_case
-    from ..cohort import read_manifest
     from ..errors import InputError
-    from ..patches import PatchConfig, extract_patches, patch_features
-    from ..presets import Preset, get_preset
+    from ..imaging.case import load_case, prepare_case
+    from ..imaging.patches import PatchConfig, extract_patches, patch_features
+    from ..imaging.presets import Preset, get_preset
+    from ..io.cohort import read_manifest
 
     entries = read_manifest(manifest)
     preset_obj = preset if isinstance(preset, Preset) else get_preset(preset)
@@ -60,7 +60,7 @@ def load_cohort(manifest: str | Path, preset="mri-t2", patch_size: int = 32, fov
     if not patches:
         raise InputError(manifest, "no labelled patient with segmented nodes")
     n = len(patches)
-    return NoduleDataset(
+    return PatchDataset(
         patches=np.clip(np.stack(patches), 0, 1)[:, None].astype(np.float32),
         masks=np.stack(masks),
         features=np.stack(feats),

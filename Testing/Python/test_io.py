@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from LNMStagingLib.case import load_case
-from LNMStagingLib.cohort import read_manifest
 from LNMStagingLib.errors import InputError
-from LNMStagingLib.imageio import read_image, read_modality
-from LNMStagingLib.presets import BUILTIN_PRESETS, Preset, get_preset
-from LNMStagingLib.segmentation import read_segmentation
+from LNMStagingLib.imaging.case import load_case
+from LNMStagingLib.imaging.presets import BUILTIN_PRESETS, Preset, get_preset
+from LNMStagingLib.io.cohort import read_manifest
+from LNMStagingLib.io.image import read_image, read_modality
+from LNMStagingLib.io.segmentation import read_segmentation
 
 
 def _full_masks(nodes, shape):
@@ -144,7 +144,7 @@ def test_layered_seg_nrrd_from_slicer_with_overlapping_segments(phantom_files, t
 
 
 def test_empty_segments_of_a_seg_nrrd_are_skipped_and_reported(phantom_files, tmp_path):
-    from LNMStagingLib.phantom import labelmap_to_seg_nrrd
+    from LNMStagingLib.synthetic.phantom import labelmap_to_seg_nrrd
 
     labels = sitk.ReadImage(str(phantom_files.labelmap))
     path = tmp_path / "with_empty.seg.nrrd"
@@ -172,7 +172,7 @@ def test_intensity_presets():
     assert np.allclose(ct, [[[0.0, 0.0, 0.5, 1.0, 1.0]]])
     lidc = get_preset("lidc-png").apply_intensity(np.array([[[0.0, 51.0, 255.0]]]))
     assert np.allclose(lidc, [[[0.0, 0.2, 1.0]]])
-    from LNMStagingLib.presets import train_landmarks
+    from LNMStagingLib.imaging.presets import train_landmarks
 
     rng = np.random.default_rng(0)
     training = [rng.gamma(2.0 + i, 40.0, (8, 32, 32)) for i in range(3)]

@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from ..cohort import ClinicalData
 from ..errors import InputError
-from .foundation import add_case_arguments
+from ..io.cohort import ClinicalData
+from .case import add_case_arguments
 
 
 def _clinical(args: argparse.Namespace) -> ClinicalData:
@@ -24,10 +24,10 @@ def _clinical(args: argparse.Namespace) -> ClinicalData:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from ..atomic import check_output_directory
-    from ..case import load_case
+    from ..imaging.case import load_case
+    from ..io.atomic import check_output_directory
+    from ..io.progress_lines import print_progress
     from ..prediction.writers import REPORT_FILE
-    from ..progress_lines import print_progress
 
     clinical = _clinical(args)
     check_output_directory(args.out, REPORT_FILE)  # before the work: never replace a folder of other files
@@ -78,7 +78,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _clusters(args: argparse.Namespace) -> int:
-    from ..atomic import check_output_directory
+    from ..io.atomic import check_output_directory
     from ..prediction.clusters import CLUSTERS_FILE, run_cluster_analysis
 
     check_output_directory(args.out, CLUSTERS_FILE)

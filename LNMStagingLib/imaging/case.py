@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
-from .imageio import read_image
+from ..errors import InputError
+from ..io.image import read_image
+from ..io.segmentation import NodeRegion, read_segmentation
+from ..io.volume import Volume
 from .presets import Preset
-from .segmentation import NodeRegion, read_segmentation
-from .volume import Volume
 
 
 @dataclass

@@ -39,7 +39,7 @@ def check_output_directory(destination: str | Path, marker: str) -> Path:
     """``destination`` resolved, if it may be (re)written as an output folder: absent, empty, or an earlier
     output of the same command (it holds ``marker``). Anything else, e.g. the folder of the input images, is
     refused: replacing it would delete the user's files."""
-    from .errors import InputError
+    from ..errors import InputError
 
     destination = Path(destination).resolve()
     if destination.exists():

@@ -7,12 +7,12 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from LNMStagingLib.case import Case, load_case, prepare_case
-from LNMStagingLib.patches import PatchConfig, extract_patches
-from LNMStagingLib.phantom import PhantomNode, make_phantom
-from LNMStagingLib.presets import get_preset
-from LNMStagingLib.segmentation import nodes_from_label_array, number_nodes
-from LNMStagingLib.volume import Volume
+from LNMStagingLib.imaging.case import Case, load_case, prepare_case
+from LNMStagingLib.imaging.patches import PatchConfig, extract_patches
+from LNMStagingLib.imaging.presets import get_preset
+from LNMStagingLib.io.segmentation import nodes_from_label_array, number_nodes
+from LNMStagingLib.io.volume import Volume
+from LNMStagingLib.synthetic.phantom import PhantomNode, make_phantom
 
 
 def _image_at(source: np.ndarray, patch) -> np.ndarray:
@@ -58,7 +58,7 @@ def test_selection_rules(phantom_files):
 
 
 def test_at_most_fifteen_patches_by_area(tmp_path):
-    from LNMStagingLib.phantom import random_nodes
+    from LNMStagingLib.synthetic.phantom import random_nodes
 
     image, labels, nodes = make_phantom(size=(160, 160, 24), spacing=(0.8, 0.8, 3.3), nodes=random_nodes(12, seed=3))
     volume = Volume.from_sitk(image)

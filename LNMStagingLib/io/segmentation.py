@@ -14,8 +14,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from .errors import InputError
-from .imageio import read_any
+from ..errors import InputError
+from .image import read_any
 
 _SEGMENT_KEY = re.compile(r"^Segment(\d+)_ID$")
 # 26-connectivity: with thick MRI slices a node's cross-sections often touch only diagonally.

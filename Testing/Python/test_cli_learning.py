@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from LNMStagingLib.cli import main
-from LNMStagingLib.data.synthetic import write_synthetic_dataset
+from LNMStagingLib.cli.main import main
+from LNMStagingLib.synthetic.nodules import write_synthetic_dataset
 from LNMStagingLib.training.tiny import build_tiny_bundle
 
 METRIC_KEYS = {"auc", "sensitivity", "specificity", "accuracy", "f1", "balanced_accuracy"}
@@ -184,7 +184,7 @@ def phantom_cohort(tmp_path_factory) -> Path:
     """A user's cohort of 8 phantom cases: manifest with clinical data (some values missing) and N stages."""
     import csv
 
-    from LNMStagingLib.phantom import write_phantom
+    from LNMStagingLib.synthetic.phantom import write_phantom
 
     root = tmp_path_factory.mktemp("cohort")
     rows = []

@@ -164,7 +164,7 @@ def test_config_stores_each_fact_once_and_reads_earlier_repeats(copy_of):
 
 
 def test_discovery_and_models_json(tiny, monkeypatch):
-    from LNMStagingLib.cli import main
+    from LNMStagingLib.cli.main import main
 
     monkeypatch.setenv(ENV_MODEL_PATH, str(tiny.parent))
     monkeypatch.setenv(ENV_DEFAULT_MODEL, "tiny-synthetic")
@@ -186,12 +186,12 @@ def test_unknown_bundle_name_is_a_bundle_error():
         load_bundle("no-such-bundle-anywhere")
 
 
-def test_bundle_on_a_foundation_case(tiny, tmp_path):
+def test_bundle_on_a_phantom_case(tiny, tmp_path):
     """Phantom case -> prepared with the bundle's preset -> patches -> features -> bag -> prediction."""
-    from LNMStagingLib.case import load_case, prepare_case
-    from LNMStagingLib.patches import extract_patches, patch_features
-    from LNMStagingLib.phantom import write_phantom
-    from LNMStagingLib.presets import Preset
+    from LNMStagingLib.imaging.case import load_case, prepare_case
+    from LNMStagingLib.imaging.patches import extract_patches, patch_features
+    from LNMStagingLib.imaging.presets import Preset
+    from LNMStagingLib.synthetic.phantom import write_phantom
 
     bundle = load_bundle(tiny)
     files = write_phantom(tmp_path / "phantom")

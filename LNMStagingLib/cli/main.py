@@ -12,14 +12,14 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from . import __version__
-from .errors import CancelledError, LNMStagingError
+from .. import __version__
+from ..errors import CancelledError, LNMStagingError
 
 # Modules are imported lazily so that `lnmstaging measure` does not pay for importing torch.
 COMMAND_MODULES: tuple[str, ...] = (
-    "LNMStagingLib.commands.foundation",
-    "LNMStagingLib.commands.learning",
-    "LNMStagingLib.commands.prediction",
+    "LNMStagingLib.cli.case",
+    "LNMStagingLib.cli.learning",
+    "LNMStagingLib.cli.prediction",
 )
 
 

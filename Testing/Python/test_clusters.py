@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from LNMStagingLib.cli import main
+from LNMStagingLib.cli.main import main
 from LNMStagingLib.prediction.clusters import STAT_FEATURES, cluster_table, elbow, mean_within_sd
 
 OUTPUTS = {"clusters.json", "table4.md", "assignments.csv", "latent_map.png", "k_selection.png"}
@@ -43,7 +43,7 @@ def _check_outputs(out, n_min):
 
 
 def test_clusters_on_a_synthetic_set(tiny_bundle_dir, tmp_path, capsys):
-    from LNMStagingLib.data.synthetic import write_synthetic_dataset
+    from LNMStagingLib.synthetic.nodules import write_synthetic_dataset
 
     data = write_synthetic_dataset(tmp_path / "data", n_patients=30, seed=3)
     out = tmp_path / "clusters"
@@ -58,7 +58,7 @@ def test_clusters_on_a_cohort_manifest(tiny_bundle_dir, tmp_path):
     """A user's cohort: nodes of every case (prepared as `predict` does), coloured by the patient's N stage."""
     import csv
 
-    from LNMStagingLib.phantom import write_phantom
+    from LNMStagingLib.synthetic.phantom import write_phantom
 
     stages = {"A": "N0", "B": "N1", "C": ""}  # C: N stage unknown, still clustered
     with open(tmp_path / "cohort.csv", "w", newline="") as handle:

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from LNMStagingLib.case import Case, load_case, prepare_case
-from LNMStagingLib.measure import measure_cross_section, measure_nodes
-from LNMStagingLib.phantom import PhantomNode, make_phantom
-from LNMStagingLib.segmentation import nodes_from_label_array, number_nodes
-from LNMStagingLib.volume import Volume
+from LNMStagingLib.imaging.case import Case, load_case, prepare_case
+from LNMStagingLib.imaging.measure import measure_cross_section, measure_nodes
+from LNMStagingLib.io.segmentation import nodes_from_label_array, number_nodes
+from LNMStagingLib.io.volume import Volume
+from LNMStagingLib.synthetic.phantom import PhantomNode, make_phantom
 
 
 def ellipse(shape, centre, semi_axes_px, angle_deg, spacing=(1.0, 1.0)):
@@ -142,7 +142,7 @@ def test_anisotropic_in_plane_spacing():
 
 
 def test_preset_grid_measurements_close_to_native(phantom_files):
-    from LNMStagingLib.presets import get_preset
+    from LNMStagingLib.imaging.presets import get_preset
 
     case = load_case(phantom_files.image, phantom_files.labelmap)
     native = measure_nodes(prepare_case(case))

@@ -8,12 +8,12 @@ import io
 import sys
 from pathlib import Path
 
-from ..atomic import write_text_atomic
-from ..case import load_case, prepare_case
 from ..errors import InputError
-from ..measure import MEASUREMENT_COLUMNS, measure_nodes
-from ..phantom import write_phantom
-from ..presets import get_preset, train_landmarks
+from ..imaging.case import load_case, prepare_case
+from ..imaging.measure import MEASUREMENT_COLUMNS, measure_nodes
+from ..imaging.presets import get_preset, train_landmarks
+from ..io.atomic import write_text_atomic
+from ..synthetic.phantom import write_phantom
 
 
 def _measure(args: argparse.Namespace) -> int:
@@ -45,9 +45,9 @@ def _phantom(args: argparse.Namespace) -> int:
 def _preset_landmarks(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..cohort import read_manifest
-    from ..imageio import read_image
-    from ..volume import Volume
+    from ..io.cohort import read_manifest
+    from ..io.image import read_image
+    from ..io.volume import Volume
 
     preset = get_preset(args.base)
     steps = [step for step in preset.intensity if step["type"] == "histogram_standardization"]

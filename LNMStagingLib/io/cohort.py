@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 REQUIRED_COLUMNS = ("patient_id", "image", "segmentation")
 OPTIONAL_COLUMNS = ("age", "sex", "t_stage", "n_stage")

@@ -1,1 +1,0 @@
-"""Command-line front ends, one module per group of sub-commands."""
