@@ -25,7 +25,10 @@ import torch
 from ..data.dataset import PatchDataset
 from ..data.lidc import load_lidc
 from ..data.splits import patient_folds
-from ..training.pipeline import FittedModel, PipelineConfig, fit
+from ..training.config import PipelineConfig
+from ..training.context import RunContext
+from ..training.fitted import FittedModel
+from ..training.pipeline import fit
 from ..training.recipes import benchmark_configs
 from ..training.vae_train import reconstruction_metrics
 from .metrics import binary_metrics, summarise_folds
@@ -64,7 +67,7 @@ def run_fold(dataset: PatchDataset, method: str, config: PipelineConfig, train, 
         fitted = FittedModel.load(model_dir)
         log(f"[{method} fold] reusing fitted model {model_dir}")
     else:
-        fitted = fit(dataset, train, config, workdir=fold_dir, progress=progress, log=log, encoder=encoder)
+        fitted = fit(dataset, train, config, RunContext(progress, log=log, work_dir=fold_dir), encoder)
         fitted.save(model_dir, config)
     pred = fitted.predict(dataset, test)
     node_known = np.asarray(pred["nodule_label"]) >= 0  # cohorts: node labels unknown (-1)

@@ -15,7 +15,9 @@ import numpy as np
 
 from ..data.lidc import load_lidc
 from ..training.bundling import build_bundle
-from ..training.pipeline import FittedModel, fit
+from ..training.context import RunContext
+from ..training.fitted import FittedModel
+from ..training.pipeline import fit
 from ..training.recipes import benchmark_configs
 from .benchmark import summarise
 
@@ -89,7 +91,7 @@ def train_final_bundle(data_dir, out_dir: Path, work_dir: Path, benchmark_dir: P
         log(f"reusing {model_dir}")
     else:
         t0 = time.time()
-        primary = fit(dataset, dataset.patients, config, workdir=work_dir / "primary", progress=progress, log=log)
+        primary = fit(dataset, dataset.patients, config, RunContext(progress, log=log, work_dir=work_dir / "primary"))
         primary.save(model_dir, config)
         log(f"member 0 trained on all patients in {(time.time() - t0) / 60:.1f} min")
     folds, results = [], []

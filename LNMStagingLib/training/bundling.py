@@ -13,7 +13,7 @@ from ..bundle import TRAINING_PATIENTS_KEY, BundleConfig, MemberSpec, patient_fi
 from ..data.dataset import PatchDataset
 from ..models.member import MEMBER_GRADCAM_LAYER, ModelMember
 from ..models.vae import VAE
-from .pipeline import FittedModel
+from .fitted import FittedModel
 from .vae_train import encode_images
 
 

@@ -11,281 +11,25 @@
 
 from __future__ import annotations
 
-import copy
-import json
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from ..data.bags import bag_slots
 from ..data.dataset import PatchDataset
-from ..data.predict import predict_dataset
 from ..data.splits import holdout_split, patient_folds
-from ..fromdict import from_dict
-from ..models.cnn import CNNConfig, CNNEncoder
-from ..models.ensemble import Ensemble, gather_slots
-from ..models.member import EncoderMember
-from ..models.mil import PAPER_CLINICAL, ClinicalSpec, FeatureScaler, MILConfig, MILModel, clinical_vector
-from ..models.vae import VAE, VAEConfig, VAELossConfig
-from .mil_train import MILData, MILTrainConfig, predict_mil, train_mil
+from ..models.mil import PAPER_CLINICAL, ClinicalSpec, FeatureScaler, MILConfig, MILModel
+from .cnn_train import train_cnn
+from .config import PipelineConfig, split_overrides
+from .context import RunContext
+from .fitted import FittedModel
+from .mil_data import make_mil_data, synthetic_patients
+from .mil_train import MILData, predict_mil, train_mil
 from .seed import seed_everything
 from .threshold import choose_threshold
-from .vae_train import VAETrainConfig, encode_images, patch_bce_loss, reconstruction_metrics, train_vae
-
-METHODS = ("size", "cnn", "vae", "dirvae")
-# what a fold result.json keeps of the predictions (the per-slice probabilities would make it large)
-FITTED_PREDICTION_KEYS = ("patient_id", "patient_prob", "patient_label", "patient_mlp", "patient_max", "nodule_id",
-                          "nodule_prob", "nodule_label", "nodule_patient")
-
-
-@dataclass
-class PipelineConfig:
-    method: str = "vae"  # "vae" (Gaussian VAE-MLP), "dirvae", "cnn" (CNN + MIL head), "size" (size-only)
-    vae: VAEConfig = field(default_factory=VAEConfig)
-    vae_train: VAETrainConfig = field(default_factory=VAETrainConfig)
-    em_rounds: int = 0  # EM-style fine-tuning rounds (VAE loss + patch classifier BCE)
-    em_epochs: int = 4
-    em_weight: float = 1.0
-    cnn: CNNConfig = field(default_factory=CNNConfig)
-    cnn_epochs: int = 20
-    cnn_lr: float = 2e-3
-    cnn_patience: int = 6
-    mil: dict = field(default_factory=dict)  # MILConfig overrides (eta, hidden sizes, dropout, mode ...)
-    mil_train: MILTrainConfig = field(default_factory=MILTrainConfig)
-    mil_grid: list = field(default_factory=lambda: [{"eta": 0.8}, {"eta": 0.5}])  # chosen on inner folds
-    inner_folds: int = 5
-    synthetic_patients: int = 25
-    max_patches: int = 15
-    val_fraction: float = 0.15
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["vae"] = self.vae.to_dict()
-        data["cnn"] = self.cnn.to_dict()
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> PipelineConfig:
-        def vae_train(values: dict) -> VAETrainConfig:
-            return from_dict(VAETrainConfig, values, {"loss": lambda loss: from_dict(VAELossConfig, loss)})
-
-        config = from_dict(cls, data, {
-            "vae": VAEConfig.from_dict, "vae_train": vae_train, "cnn": CNNConfig.from_dict,
-            "mil_train": lambda values: from_dict(MILTrainConfig, values),
-        })
-        if config.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}")
-        return config
-
-
-def _split_overrides(overrides: dict) -> tuple[dict, dict]:
-    mil_keys = {f.name for f in fields(MILConfig)}
-    train_keys = {f.name for f in fields(MILTrainConfig)}
-    m = {k: v for k, v in overrides.items() if k in mil_keys}
-    t = {k: v for k, v in overrides.items() if k in train_keys}
-    unknown = set(overrides) - set(m) - set(t)
-    if unknown:
-        raise ValueError(f"unknown MIL hyperparameters {sorted(unknown)}")
-    return m, t
-
-
-# ------------------------------------------------------------------------------------------ fitted model
-@dataclass
-class FittedModel:
-    method: str
-    encoder: torch.nn.Module | None
-    mil: MILModel
-    scaler: FeatureScaler
-    threshold: float
-    selection: dict
-    history: dict
-
-    @property
-    def mil_config(self) -> MILConfig:
-        return self.mil.config
-
-    def ensemble(self) -> Ensemble:
-        """This model as a one-member :class:`Ensemble` (the forward path of bundles and evaluation)."""
-        return Ensemble([EncoderMember(self.encoder, self.mil.eval())], [self.scaler], self.threshold)
-
-    def predict(self, dataset: PatchDataset, patients=None) -> dict:
-        """Slice, nodule and patient probabilities for ``patients`` (default: all); see
-        :func:`~LNMStagingLib.data.predict.predict_dataset`."""
-        pred = predict_dataset(self.ensemble(), dataset, patients, batch_size=512)
-        return {key: pred[key] for key in FITTED_PREDICTION_KEYS}
-
-    # -- persistence (safetensors + JSON, never pickle)
-    def save(self, directory: Path, pipeline: PipelineConfig) -> None:
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.mil.state_dict().items()}, str(directory / "mil.safetensors"))
-        if self.encoder is not None:
-            save_file({k: v.contiguous() for k, v in self.encoder.state_dict().items()},
-                      str(directory / "encoder.safetensors"))
-        meta = {"method": self.method, "mil": self.mil.config.to_dict(), "scaler": self.scaler.to_dict(),
-                "threshold": self.threshold, "selection": self.selection, "history": self.history,
-                "pipeline": pipeline.to_dict()}
-        (directory / "fitted.json").write_text(json.dumps(meta, indent=1, default=float), encoding="utf-8")
-
-    @classmethod
-    def load(cls, directory: Path) -> FittedModel:
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        meta = json.loads((directory / "fitted.json").read_text(encoding="utf-8"))
-        pipeline = PipelineConfig.from_dict(meta["pipeline"])
-        mil = MILModel(MILConfig.from_dict(meta["mil"]))
-        mil.load_state_dict(load_file(str(directory / "mil.safetensors")))
-        encoder = new_encoder(meta["method"], pipeline)
-        if encoder is not None:
-            encoder.load_state_dict(load_file(str(directory / "encoder.safetensors")))
-            encoder.eval()
-        mil.eval()
-        return cls(meta["method"], encoder, mil, FeatureScaler.from_dict(meta["scaler"]), float(meta["threshold"]),
-                   meta["selection"], meta["history"])
-
-
-def new_encoder(method: str, config: PipelineConfig) -> torch.nn.Module | None:
-    """An untrained encoder of ``method`` ("size": none; "cnn"; "vae"/"dirvae": Gaussian/Dirichlet VAE)."""
-    if method == "size":
-        return None
-    if method == "cnn":
-        return CNNEncoder(config.cnn)
-    vae_config = replace(config.vae, kind="dirichlet" if method == "dirvae" else "gaussian")
-    return VAE(vae_config)
-
-
-# ------------------------------------------------------------------------------------------ data helpers
-def _clinical(dataset: PatchDataset, patients, specs) -> torch.Tensor | None:
-    if not specs:
-        return None
-    table = dataset.clinical or {}
-    return torch.as_tensor(np.stack([clinical_vector(specs, table.get(str(p))) for p in patients]))
-
-
-def make_mil_data(dataset: PatchDataset, patients, latent: torch.Tensor | None, scaler: FeatureScaler,
-                  max_patches: int, clinical_specs=()) -> MILData:
-    """Bags of ``patients`` (largest slices first, padded) as :class:`MILData`."""
-    patients = np.asarray(list(patients))
-    slots, nodes = bag_slots(dataset.patient_id, dataset.nodule_id, dataset.area_mm2, patients, max_patches)
-    feats = gather_slots(scaler.transform(dataset.features), slots)
-    lat = None if latent is None else torch.as_tensor(gather_slots(latent.numpy(), slots))
-    labels = dataset.patient_labels()
-    return MILData(
-        latent=lat,
-        features=torch.as_tensor(feats),
-        valid=torch.as_tensor(slots >= 0),
-        node_index=torch.as_tensor(nodes),
-        labels=torch.as_tensor([float(labels[p]) for p in patients]),
-        patch_labels=torch.as_tensor(np.where(slots >= 0, gather_slots(dataset.slice_label, slots), -1)),
-        clinical=_clinical(dataset, patients, clinical_specs),
-    )
-
-
-def augment_patches(patches: np.ndarray, masks: np.ndarray, seed: int) -> np.ndarray:
-    """TorchIO augmentation of (P, 1, S, S) lesion-only patches: flips, translation, Gaussian noise, gamma,
-    bias field; the result is re-masked with the (moved) lesion mask so that it stays lesion-only."""
-    import torchio as tio
-
-    torch.manual_seed(seed)
-    spatial = tio.Compose([tio.RandomFlip(axes=(0, 1), flip_probability=0.5),
-                           tio.RandomAffine(scales=0, degrees=0, translation=(2, 2, 0), p=0.7)])
-    intensity = tio.Compose([tio.RandomGamma(log_gamma=(-0.2, 0.2), p=0.7),
-                             tio.RandomBiasField(coefficients=0.2, order=2, p=0.5),
-                             tio.RandomNoise(std=(0, 0.03), p=0.7)])
-    out = np.zeros_like(patches)
-    for i in range(patches.shape[0]):
-        subject = tio.Subject(
-            image=tio.ScalarImage(tensor=torch.as_tensor(patches[i][..., None], dtype=torch.float32)),
-            mask=tio.LabelMap(tensor=torch.as_tensor(masks[i][None, ..., None].astype(np.int16))),
-        )
-        subject = spatial(subject)
-        image = intensity(subject["image"]).data[0, ..., 0].numpy()
-        mask = subject["mask"].data[0, ..., 0].numpy() > 0
-        out[i, 0] = np.clip(image, 0, 1) * mask
-    return out
-
-
-def synthetic_patients(dataset: PatchDataset, patients, n: int, encoder, scaler: FeatureScaler,
-                       max_patches: int, seed: int, clinical_specs=()) -> tuple[MILData | None, np.ndarray]:
-    """``n`` synthetic positive patients: augmented copies of randomly drawn positive training patients.
-    Returns (bags, source patient of each) so that inner folds keep a copy with its source."""
-    labels = dataset.patient_labels()
-    positives = np.asarray([p for p in patients if labels[p] == 1])
-    if n <= 0 or len(positives) == 0:
-        return None, np.asarray([])
-    rng = np.random.default_rng(seed)
-    sources = positives[rng.integers(0, len(positives), n)]
-    slots, nodes = bag_slots(dataset.patient_id, dataset.nodule_id, dataset.area_mm2, sources, max_patches)
-    valid = slots >= 0
-    flat = slots[valid]
-    augmented = augment_patches(dataset.patches[flat], dataset.masks[flat], seed)
-    lat = None
-    if encoder is not None:
-        z = encode_images(encoder, torch.as_tensor(augmented)).numpy()
-        full = np.zeros((*slots.shape, z.shape[1]), dtype=np.float32)
-        full[valid] = z
-        lat = torch.as_tensor(full)
-    feats = gather_slots(scaler.transform(dataset.features), slots)
-    data = MILData(lat, torch.as_tensor(feats), torch.as_tensor(valid), torch.as_tensor(nodes),
-                   torch.ones(n), torch.as_tensor(np.where(valid, gather_slots(dataset.slice_label, slots), -1)),
-                   _clinical(dataset, sources, clinical_specs))
-    return data, sources
-
-
-# ------------------------------------------------------------------------------------------ encoders
-def _train_cnn(train_x, train_y, val_x, val_y, config: PipelineConfig, progress: bool, device: str,
-               checkpoint: Path | None) -> tuple[CNNEncoder, dict]:
-    from sklearn.metrics import roc_auc_score
-
-    seed_everything(config.seed)
-    model = CNNEncoder(config.cnn).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.cnn_lr, weight_decay=1e-4)
-    pos = float((train_y == 1).sum())
-    pos_weight = torch.tensor((len(train_y) - pos) / max(pos, 1.0))
-    rng = np.random.default_rng(config.seed)
-    best, best_state, bad, history = -np.inf, copy.deepcopy(model.state_dict()), 0, {"val_auc": []}
-    tx, ty = torch.as_tensor(train_x), torch.as_tensor(train_y).float()
-    for epoch in tqdm(range(config.cnn_epochs), desc="CNN", disable=not progress, leave=False):
-        model.train()
-        order = rng.permutation(len(tx))
-        for start in range(0, len(order), 128):
-            idx = order[start : start + 128]
-            if len(idx) < 2:
-                continue
-            x = tx[idx].to(device)
-            if rng.random() < 0.5:
-                x = torch.flip(x, dims=[3])
-            if rng.random() < 0.5:
-                x = torch.flip(x, dims=[2])
-            loss = F.binary_cross_entropy_with_logits(model(x), ty[idx].to(device), pos_weight=pos_weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        model.eval()
-        with torch.no_grad():
-            p = torch.cat([model(torch.as_tensor(val_x[i : i + 512]).to(device)).cpu()
-                           for i in range(0, len(val_x), 512)]).numpy()
-        auc = roc_auc_score(val_y, p) if len(np.unique(val_y)) == 2 else -float(loss)
-        history["val_auc"].append(float(auc))
-        if auc > best:
-            best, best_state, bad = auc, copy.deepcopy(model.state_dict()), 0
-            history["best_epoch"] = epoch
-        else:
-            bad += 1
-            if bad >= config.cnn_patience:
-                break
-    model.load_state_dict(best_state)
-    model.eval()
-    return model, history
+from .vae_train import encode_images, patch_bce_loss, reconstruction_metrics, train_vae
 
 
 def _weak_slice_labels(dataset: PatchDataset, idx: np.ndarray) -> np.ndarray:
@@ -325,9 +69,22 @@ def _fit_patch_head(latent: torch.Tensor, feats: torch.Tensor, labels: np.ndarra
 
 
 def fit_encoder(dataset: PatchDataset, enc_train: np.ndarray, enc_val: np.ndarray, config: PipelineConfig,
-                scaler: FeatureScaler, mil_config: MILConfig, workdir: Path | None, progress: bool,
-                device: str, log) -> tuple[torch.nn.Module | None, dict]:
-    """Train the encoder on the slices of ``enc_train`` patients, early-stopped on ``enc_val`` patients."""
+                scaler: FeatureScaler, mil_config: MILConfig, context: RunContext) -> tuple[torch.nn.Module | None, dict]:
+    """Train the encoder on the slices of ``enc_train`` patients, early-stopped on ``enc_val`` patients.
+
+    Args:
+        dataset: the patches.
+        enc_train: patients whose slices train the encoder.
+        enc_val: patients whose slices stop it early.
+        config: the pipeline configuration (its ``method`` chooses the encoder).
+        scaler: the feature scaler of the training patients (for the EM patch classifier).
+        mil_config: the classifier template (for the EM patch classifier).
+        context: progress, device, log; ``work_dir`` keeps resumable checkpoints.
+
+    Returns:
+        (encoder or None for the size-only method, training information).
+    """
+    workdir, progress, device, log = context.work_dir, context.progress, context.device, context.log
     tr = dataset.subset_patients(enc_train)
     va = dataset.subset_patients(enc_val)
     info: dict = {}
@@ -336,7 +93,7 @@ def fit_encoder(dataset: PatchDataset, enc_train: np.ndarray, enc_val: np.ndarra
     t0 = time.time()
     if config.method == "cnn":
         ytr, yva = _weak_slice_labels(dataset, tr), _weak_slice_labels(dataset, va)
-        model, hist = _train_cnn(dataset.patches[tr], ytr, dataset.patches[va], yva, config, progress, device,
+        model, hist = train_cnn(dataset.patches[tr], ytr, dataset.patches[va], yva, config, progress, device,
                                  None)
         info["cnn"] = hist
         info["encoder_seconds"] = time.time() - t0
@@ -389,10 +146,23 @@ def _node_predictions(patch_prob: np.ndarray, data: MILData) -> tuple[list[int],
     return ys, ps
 
 
-def fit(dataset: PatchDataset, train_patients, config: PipelineConfig, workdir: Path | None = None,
-        progress: bool = True, device: str = "cpu", log=print, encoder: torch.nn.Module | None = None) -> FittedModel:
-    """Fit encoder + MIL on ``train_patients`` only (see the module docstring). With ``encoder`` given (a
-    VAE trained before, e.g. ``lnmstaging train --stage vae``), only the classifier is trained."""
+def fit(dataset: PatchDataset, train_patients, config: PipelineConfig, context: RunContext | None = None,
+        encoder: torch.nn.Module | None = None) -> FittedModel:
+    """Fit encoder + MIL on ``train_patients`` only (see the module docstring).
+
+    Args:
+        dataset: the patches.
+        train_patients: the patients to learn from (test patients are never passed).
+        config: the pipeline configuration.
+        context: progress, device, log and the work folder of the encoder's checkpoints (default: progress bars,
+            printing, CPU, no checkpoints).
+        encoder: a VAE trained before (e.g. ``lnmstaging train --stage vae``): only the classifier is trained.
+
+    Returns:
+        The :class:`FittedModel`.
+    """
+    context = context or RunContext()
+    device, log = context.device, context.log
     seed_everything(config.seed)
     train_patients = np.asarray(sorted(set(np.asarray(list(train_patients)).tolist())))
     labels = dataset.patient_labels()
@@ -413,8 +183,7 @@ def fit(dataset: PatchDataset, train_patients, config: PipelineConfig, workdir: 
 
     enc_train, enc_val = holdout_split(train_patients, y_train, config.val_fraction, config.seed)
     if encoder is None:
-        encoder, info = fit_encoder(dataset, enc_train, enc_val, config, scaler, mil_template, workdir, progress,
-                                    device, log)
+        encoder, info = fit_encoder(dataset, enc_train, enc_val, config, scaler, mil_template, context)
     else:
         encoder, info = encoder.cpu().eval(), {"encoder": "given"}
     if config.method == "cnn":
@@ -431,7 +200,7 @@ def fit(dataset: PatchDataset, train_patients, config: PipelineConfig, workdir: 
     position = {p: i for i, p in enumerate(train_patients)}
     results = []
     for gi, overrides in enumerate(config.mil_grid or [{}]):
-        mil_over, train_over = _split_overrides(overrides)
+        mil_over, train_over = split_overrides(overrides)
         mil_config = replace(mil_template, **mil_over)
         train_config = replace(config.mil_train, **train_over)
         oof = np.full(len(train_patients), np.nan)
@@ -465,7 +234,7 @@ def fit(dataset: PatchDataset, train_patients, config: PipelineConfig, workdir: 
     threshold = choose_threshold(y_train, best["oof"])
     node_threshold = choose_threshold(best["node_y"], best["node_p"]) if len(set(best["node_y"])) == 2 else 0.5
     n_epochs = int(np.median(best["inner_epochs"]))
-    mil_over, train_over = _split_overrides(best["overrides"])
+    mil_over, train_over = split_overrides(best["overrides"])
     mil_config = replace(mil_template, **mil_over)
     parts = [data] + ([synth] if synth is not None else [])
     mil, _ = train_mil(MILData.concat(parts), None, mil_config,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ..models.cnn import CNNConfig
 from ..models.vae import VAEConfig, VAELossConfig
+from .config import PipelineConfig
 from .mil_train import MILTrainConfig
-from .pipeline import PipelineConfig
 from .vae_train import VAETrainConfig
 
 

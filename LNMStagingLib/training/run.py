@@ -2,40 +2,24 @@
 (``--stage vae``), a trained encoder read back (``--stage classifier``), and the whole bundle; the command
 line only handles its arguments.
 
-:class:`RunContext` carries what every stage needs besides its data: progress bars, the device, the log and
-the work folder.
+:class:`~LNMStagingLib.training.context.RunContext` carries what every stage needs besides its data.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import BundleError, InputError
-from .pipeline import FittedModel, PipelineConfig, fit, fit_encoder, new_encoder
+from .config import PipelineConfig
+from .context import RunContext
+from .fitted import FittedModel, new_encoder
+from .pipeline import fit, fit_encoder
 from .recipes import benchmark_configs
 
 ENCODER_WEIGHTS = "encoder.safetensors"
 ENCODER_META = "encoder.json"
-
-
-@dataclass
-class RunContext:
-    """How a training run reports and where it works.
-
-    Args:
-        progress: show progress bars.
-        device: "cpu" or "cuda".
-        log: a print-like function for one-line messages.
-        work_dir: checkpoints and resumable intermediate results (None: none kept).
-    """
-
-    progress: bool = True
-    device: str = "cpu"
-    log: Callable[[str], None] = print
-    work_dir: Path | None = None
 
 
 def pipeline_config(method: str, quick: bool, seed: int, config_file: Path | None = None,
@@ -112,8 +96,8 @@ def train_encoder_only(dataset, config: PipelineConfig, method: str, out: Path, 
     train, val = holdout_split(patients, [labels[p] for p in patients], config.val_fraction, config.seed)
     scaler = FeatureScaler.fit(dataset.feature_names, dataset.features)
     mil_template = MILConfig(latent_dim=config.vae.latent_dim, feature_names=dataset.feature_names)
-    encoder, info = fit_encoder(dataset, train, val, config, scaler, mil_template, out / "checkpoints",
-                                context.progress, context.device, context.log)
+    encoder, info = fit_encoder(dataset, train, val, config, scaler, mil_template,
+                                replace(context, work_dir=out / "checkpoints"))
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(out / ENCODER_WEIGHTS))
     (out / ENCODER_META).write_text(json.dumps({"pipeline": config.to_dict(), "method": method, "info": info},
@@ -160,15 +144,13 @@ def train_members(dataset, config: PipelineConfig, n_folds: int, seed: int, cont
         raise InputError(None, "--members must be at most 10")
     patients = dataset.patients
     labels = dataset.patient_labels()
-    primary = fit(dataset, patients, config, workdir=context.work_dir, progress=context.progress,
-                  device=context.device, encoder=encoder)
+    primary = fit(dataset, patients, config, context, encoder)
     folds = []
     if n_folds > 0:
         splits = patient_folds(patients, [labels[p] for p in patients], max(n_folds, 2), seed)
         for k, (train, _) in enumerate(splits[:n_folds]):
             context.log(f"fold member {k + 1}/{n_folds}")
-            folds.append(fit(dataset, train, config, progress=context.progress, device=context.device,
-                             encoder=encoder))
+            folds.append(fit(dataset, train, config, replace(context, work_dir=None), encoder))
     return primary, folds
 
 

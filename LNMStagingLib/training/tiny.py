@@ -15,8 +15,10 @@ from ..data.splits import patient_folds
 from ..models.vae import VAEConfig
 from ..synthetic.nodules import make_synthetic_nodules
 from .bundling import build_bundle
+from .config import PipelineConfig
+from .context import RunContext
 from .mil_train import MILTrainConfig
-from .pipeline import PipelineConfig, fit
+from .pipeline import fit
 from .vae_train import VAETrainConfig
 
 TINY_NAME = "tiny-synthetic"
@@ -53,12 +55,12 @@ def _build(out_dir: Path, seed: int, n_members: int) -> Path:
     config = tiny_pipeline_config(seed)
     quiet = lambda *_: None  # noqa: E731
     patients = dataset.patients
-    primary = fit(dataset, patients, config, progress=False, log=quiet)
+    primary = fit(dataset, patients, config, RunContext(progress=False, log=quiet))
     labels = dataset.patient_labels()
     folds = []
     splits = patient_folds(patients, [labels[p] for p in patients], max(n_members - 1, 2), seed)
     for train, _ in splits[: n_members - 1]:
-        folds.append(fit(dataset, train, config, progress=False, log=quiet))
+        folds.append(fit(dataset, train, config, RunContext(progress=False, log=quiet)))
     card = {
         "summary": "Tiny synthetic test model: trained for seconds on synthetic blobs. NOT for any real use.",
         "intended_use": "Software tests of the prediction command and the Slicer module only.",

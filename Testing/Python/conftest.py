@@ -33,7 +33,8 @@ def lidc_dir() -> Path:
     return path
 
 _SOURCES = ("LNMStagingLib/bundle", "LNMStagingLib/models", "LNMStagingLib/training", "LNMStagingLib/data",
-            "LNMStagingLib/imaging/presets.py", "LNMStagingLib/imaging/patches.py", "LNMStagingLib/imaging/measure.py")
+            "LNMStagingLib/synthetic", "LNMStagingLib/fromdict.py", "LNMStagingLib/imaging/presets.py",
+            "LNMStagingLib/imaging/patches.py", "LNMStagingLib/imaging/measure.py")
 _BUILT: dict[str, Path] = {}
 
 

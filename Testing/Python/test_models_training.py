@@ -125,8 +125,10 @@ def test_clinical_inputs_have_missingness_indicators():
 
 def test_pipeline_learns_on_synthetic_data(dataset):
     from LNMStagingLib.evaluation.metrics import binary_metrics
+    from LNMStagingLib.training.config import PipelineConfig
+    from LNMStagingLib.training.context import RunContext
     from LNMStagingLib.training.mil_train import MILTrainConfig
-    from LNMStagingLib.training.pipeline import PipelineConfig, fit
+    from LNMStagingLib.training.pipeline import fit
 
     labels = dataset.patient_labels()
     patients = dataset.patients
@@ -136,7 +138,7 @@ def test_pipeline_learns_on_synthetic_data(dataset):
                             vae_train=VAETrainConfig(epochs=4, min_epochs=2, batch_size=32),
                             mil={"patch_hidden": 16, "patient_hidden": 8}, mil_train=MILTrainConfig(epochs=20),
                             mil_grid=[{"eta": 0.8}, {"eta": 0.5}], inner_folds=2, synthetic_patients=3)
-    fitted = fit(dataset, train, config, progress=False, log=lambda *_: None)
+    fitted = fit(dataset, train, config, RunContext(progress=False, log=lambda *_: None))
     assert fitted.selection["overrides"] in config.mil_grid
     assert 1 <= fitted.selection["epochs"] <= 20 and 0 <= fitted.threshold <= 1
     pred = fitted.predict(dataset, test)
@@ -155,15 +157,17 @@ def test_training_is_seeded(dataset):
 @pytest.mark.parametrize("method", ["dirvae", "cnn", "size"])
 def test_other_encoders_fit(dataset, method):
     from LNMStagingLib.models.cnn import CNNConfig
+    from LNMStagingLib.training.config import PipelineConfig
+    from LNMStagingLib.training.context import RunContext
     from LNMStagingLib.training.mil_train import MILTrainConfig
-    from LNMStagingLib.training.pipeline import PipelineConfig, fit
+    from LNMStagingLib.training.pipeline import fit
 
     config = PipelineConfig(method=method, vae=VAEConfig(base=4, latent_size=4),
                             vae_train=VAETrainConfig(epochs=2, min_epochs=1, batch_size=32), em_rounds=1, em_epochs=1,
                             cnn=CNNConfig(init_features=8, growth_rate=4, block_config=(2, 2)), cnn_epochs=1,
                             mil={"patch_hidden": 8, "patient_hidden": 8}, mil_train=MILTrainConfig(epochs=3),
                             mil_grid=[{}], inner_folds=2, synthetic_patients=2)
-    fitted = fit(dataset, dataset.patients[:30], config, progress=False, log=lambda *_: None)
+    fitted = fit(dataset, dataset.patients[:30], config, RunContext(progress=False, log=lambda *_: None))
     pred = fitted.predict(dataset, dataset.patients[30:])
     assert np.all((pred["patient_prob"] >= 0) & (pred["patient_prob"] <= 1))
     if method == "dirvae":

@@ -70,8 +70,10 @@ def test_fit_never_reads_test_patients():
     from LNMStagingLib.data.lidc import build_dataset
     from LNMStagingLib.models.vae import VAEConfig
     from LNMStagingLib.synthetic.nodules import make_synthetic_nodules
+    from LNMStagingLib.training.config import PipelineConfig
+    from LNMStagingLib.training.context import RunContext
     from LNMStagingLib.training.mil_train import MILTrainConfig
-    from LNMStagingLib.training.pipeline import PipelineConfig, fit
+    from LNMStagingLib.training.pipeline import fit
     from LNMStagingLib.training.vae_train import VAETrainConfig
 
     previous = torch.get_num_threads()
@@ -89,7 +91,7 @@ def test_fit_never_reads_test_patients():
                                 vae_train=VAETrainConfig(epochs=2, min_epochs=1, batch_size=32),
                                 mil={"patch_hidden": 8, "patient_hidden": 8}, mil_train=MILTrainConfig(epochs=5),
                                 mil_grid=[{"eta": 0.8}], inner_folds=2, synthetic_patients=2)
-        fitted = fit(dataset, train, config, progress=False, log=lambda *_: None)
+        fitted = fit(dataset, train, config, RunContext(progress=False, log=lambda *_: None))
         for module in (fitted.encoder, fitted.mil):
             for name, tensor in module.state_dict().items():
                 if tensor.is_floating_point():

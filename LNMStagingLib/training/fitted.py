@@ -1,0 +1,91 @@
+"""A fitted model of the pipeline (encoder + MIL classifier + scaler + threshold): prediction as a one-member
+:class:`~LNMStagingLib.models.ensemble.Ensemble`, persistence with safetensors and JSON (never pickle)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from ..data.dataset import PatchDataset
+from ..data.predict import predict_dataset
+from ..models.cnn import CNNEncoder
+from ..models.ensemble import Ensemble
+from ..models.member import EncoderMember
+from ..models.mil import FeatureScaler, MILConfig, MILModel
+from ..models.vae import VAE
+from .config import PipelineConfig
+
+# what a fold result.json keeps of the predictions (the per-slice probabilities would make it large)
+FITTED_PREDICTION_KEYS = ("patient_id", "patient_prob", "patient_label", "patient_mlp", "patient_max", "nodule_id",
+                          "nodule_prob", "nodule_label", "nodule_patient")
+
+
+
+@dataclass
+class FittedModel:
+    method: str
+    encoder: torch.nn.Module | None
+    mil: MILModel
+    scaler: FeatureScaler
+    threshold: float
+    selection: dict
+    history: dict
+
+    @property
+    def mil_config(self) -> MILConfig:
+        return self.mil.config
+
+    def ensemble(self) -> Ensemble:
+        """This model as a one-member :class:`Ensemble` (the forward path of bundles and evaluation)."""
+        return Ensemble([EncoderMember(self.encoder, self.mil.eval())], [self.scaler], self.threshold)
+
+    def predict(self, dataset: PatchDataset, patients=None) -> dict:
+        """Slice, nodule and patient probabilities for ``patients`` (default: all); see
+        :func:`~LNMStagingLib.data.predict.predict_dataset`."""
+        pred = predict_dataset(self.ensemble(), dataset, patients, batch_size=512)
+        return {key: pred[key] for key in FITTED_PREDICTION_KEYS}
+
+    # -- persistence (safetensors + JSON, never pickle)
+    def save(self, directory: Path, pipeline: PipelineConfig) -> None:
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.mil.state_dict().items()}, str(directory / "mil.safetensors"))
+        if self.encoder is not None:
+            save_file({k: v.contiguous() for k, v in self.encoder.state_dict().items()},
+                      str(directory / "encoder.safetensors"))
+        meta = {"method": self.method, "mil": self.mil.config.to_dict(), "scaler": self.scaler.to_dict(),
+                "threshold": self.threshold, "selection": self.selection, "history": self.history,
+                "pipeline": pipeline.to_dict()}
+        (directory / "fitted.json").write_text(json.dumps(meta, indent=1, default=float), encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: Path) -> FittedModel:
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        meta = json.loads((directory / "fitted.json").read_text(encoding="utf-8"))
+        pipeline = PipelineConfig.from_dict(meta["pipeline"])
+        mil = MILModel(MILConfig.from_dict(meta["mil"]))
+        mil.load_state_dict(load_file(str(directory / "mil.safetensors")))
+        encoder = new_encoder(meta["method"], pipeline)
+        if encoder is not None:
+            encoder.load_state_dict(load_file(str(directory / "encoder.safetensors")))
+            encoder.eval()
+        mil.eval()
+        return cls(meta["method"], encoder, mil, FeatureScaler.from_dict(meta["scaler"]), float(meta["threshold"]),
+                   meta["selection"], meta["history"])
+
+
+def new_encoder(method: str, config: PipelineConfig) -> torch.nn.Module | None:
+    """An untrained encoder of ``method`` ("size": none; "cnn"; "vae"/"dirvae": Gaussian/Dirichlet VAE)."""
+    if method == "size":
+        return None
+    if method == "cnn":
+        return CNNEncoder(config.cnn)
+    vae_config = replace(config.vae, kind="dirichlet" if method == "dirvae" else "gaussian")
+    return VAE(vae_config)
