@@ -158,6 +158,8 @@ class BundleConfig:
                 raise BundleError(source, f"latent_directions lacks {key!r}")
         if self.patch_sampling.size != self.patch_size and self.patch_sampling.fov_mm is None:
             raise BundleError(source, "patch_sampling.size differs from vae.patch_size")
+        if self.patch_sampling.max_patches != self.mil.max_patches:  # both name the patient bag's size
+            raise BundleError(source, "patch_sampling.max_patches differs from mil.max_patches")
 
     def member_mil(self, index: int) -> MILConfig:
         """The classifier configuration of member ``index`` (its own, else the bundle's)."""

@@ -58,16 +58,30 @@ def _json_default(value):
     return str(value)
 
 
-def run_fold(dataset: PatchDataset, method: str, config: PipelineConfig, train, test, fold_dir: Path,
-             progress: bool, log, encoder=None) -> dict:
-    """Fit on ``train`` patients, predict the ``test`` patients once, write ``result.json``."""
+def run_fold(dataset: PatchDataset, method: str, config: PipelineConfig, train, test, context: RunContext,
+             encoder=None) -> dict:
+    """Fit on ``train`` patients, predict the ``test`` patients once, write ``result.json``.
+
+    Args:
+        dataset: the patches of every patient.
+        method: the benchmark row.
+        config: its pipeline configuration.
+        train: the training patients.
+        test: the test patients (predicted once, never seen by the fit).
+        context: progress, log; ``work_dir`` is the fold's folder (checkpoints, model, result.json).
+        encoder: another row's fitted encoder of this fold (the ablations), or None.
+
+    Returns:
+        The fold's result (also written to ``result.json``).
+    """
     t0 = time.time()
+    fold_dir, log = context.work_dir, context.log
     model_dir = fold_dir / "model"
     if (model_dir / "fitted.json").is_file():
         fitted = FittedModel.load(model_dir)
         log(f"[{method} fold] reusing fitted model {model_dir}")
     else:
-        fitted = fit(dataset, train, config, RunContext(progress, log=log, work_dir=fold_dir), encoder)
+        fitted = fit(dataset, train, config, context, encoder)
         fitted.save(model_dir, config)
     pred = fitted.predict(dataset, test)
     node_known = np.asarray(pred["nodule_label"]) >= 0  # cohorts: node labels unknown (-1)
@@ -283,7 +297,8 @@ def run_benchmark(data: str | Path | PatchDataset, out_dir, methods=DEFAULT_ORDE
                     continue
                 encoder = FittedModel.load(source).encoder
             log(f"[{method}] fold {k + 1}/{len(folds)}: {len(train)} training, {len(test)} test patients")
-            r = run_fold(dataset, method, configs[method], train, test, fold_dir, progress, log, encoder)
+            r = run_fold(dataset, method, configs[method], train, test,
+                         RunContext(progress, log=log, work_dir=fold_dir), encoder)
             results[method].append(r)
             nodule = f"nodule AUC {r['nodule']['auc']:.3f}, " if r["nodule"] else ""
             log(f"[{method}] fold {k + 1}: {nodule}patient AUC {r['patient']['auc']:.3f}"

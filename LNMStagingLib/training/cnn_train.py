@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,12 +11,20 @@ from tqdm.auto import tqdm
 
 from ..models.cnn import CNNEncoder
 from .config import PipelineConfig
+from .context import RunContext
 from .seed import seed_everything
 
 
-def train_cnn(train_x, train_y, val_x, val_y, config: PipelineConfig, progress: bool, device: str,
-               checkpoint: Path | None) -> tuple[CNNEncoder, dict]:
+def train_cnn(train_x, train_y, val_x, val_y, config: PipelineConfig, context: RunContext
+              ) -> tuple[CNNEncoder, dict]:
+    """A CNN encoder on (weak) patch labels, early-stopped on the validation AUC (``config.cnn_patience``).
+
+    Returns:
+        (the encoder at its best epoch, in eval mode; history with ``val_auc`` per epoch and ``best_epoch``).
+    """
     from sklearn.metrics import roc_auc_score
+
+    progress, device = context.progress, context.device
 
     seed_everything(config.seed)
     model = CNNEncoder(config.cnn).to(device)

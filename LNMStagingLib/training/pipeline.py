@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from ..data.dataset import PatchDataset
 from ..data.splits import holdout_split, patient_folds
+from ..models.ensemble import node_means
 from ..models.mil import PAPER_CLINICAL, ClinicalSpec, FeatureScaler, MILConfig, MILModel
 from .cnn_train import train_cnn
 from .config import PipelineConfig, split_overrides
@@ -93,8 +94,7 @@ def fit_encoder(dataset: PatchDataset, enc_train: np.ndarray, enc_val: np.ndarra
     t0 = time.time()
     if config.method == "cnn":
         ytr, yva = _weak_slice_labels(dataset, tr), _weak_slice_labels(dataset, va)
-        model, hist = train_cnn(dataset.patches[tr], ytr, dataset.patches[va], yva, config, progress, device,
-                                 None)
+        model, hist = train_cnn(dataset.patches[tr], ytr, dataset.patches[va], yva, config, context)
         info["cnn"] = hist
         info["encoder_seconds"] = time.time() - t0
         return model.cpu(), info
@@ -138,11 +138,12 @@ def _node_predictions(patch_prob: np.ndarray, data: MILData) -> tuple[list[int],
     nodes = data.node_index.numpy()
     labels = data.patch_labels.numpy()
     for b in range(valid.shape[0]):
-        for n in np.unique(nodes[b][valid[b]]):
-            sel = valid[b] & (nodes[b] == n)
-            if labels[b][sel][0] >= 0:
-                ys.append(int(labels[b][sel][0]))
-                ps.append(float(patch_prob[b][sel].mean()))
+        ids, means = node_means(patch_prob[b][valid[b]], nodes[b][valid[b]])
+        for n, mean in zip(ids, means, strict=True):
+            label = labels[b][valid[b] & (nodes[b] == n)][0]
+            if label >= 0:
+                ys.append(int(label))
+                ps.append(float(mean))
     return ys, ps
 
 
