@@ -78,8 +78,19 @@ class Bag:
 
 def bag_slots(patient_id: np.ndarray, nodule_id: np.ndarray, area: np.ndarray, patients,
               max_patches: int = 15) -> tuple[np.ndarray, np.ndarray]:
-    """For each patient: the indices of its ``max_patches`` largest slices (-1 = padding) (B, M), and the
-    node index of each slot (B, M) (patches of one nodule share an index; padding 0)."""
+    """The one bag builder: each patient's ``max_patches`` largest slices, in order of decreasing area.
+
+    Args:
+        patient_id: (N,) the patient of each slice.
+        nodule_id: (N,) the node of each slice.
+        area: (N,) cross-section areas (ties keep the slices' order).
+        patients: the bags to build, in this order.
+        max_patches: the bag size.
+
+    Returns:
+        (slots, nodes): (B, M) the slice index of each slot (-1 = padding) and the node index of each slot
+        (patches of one node share an index, numbered by first appearance; padding 0).
+    """
     patients = list(patients)
     slots = np.full((len(patients), max_patches), -1, dtype=np.int64)
     nodes = np.zeros((len(patients), max_patches), dtype=np.int64)

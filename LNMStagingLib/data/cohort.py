@@ -26,8 +26,20 @@ def has_clinical_data(dataset: PatchDataset) -> bool:
 
 def load_cohort(manifest: str | Path, preset="mri-t2", patch_size: int = 32, fov_mm: float | None = None,
                 max_patches: int = 15, progress: bool = True, require_labels: bool = True) -> PatchDataset:
-    """A :class:`PatchDataset` from a cohort manifest; ``preset``: a name, a preset .json or a ``Preset``.
-    Patients without an N stage are skipped when ``require_labels``, else kept with the label -1 (unknown)."""
+    """A :class:`PatchDataset` from a cohort manifest, prepared and cut exactly as prediction does.
+
+    Args:
+        manifest: the cohort manifest CSV.
+        preset: a preset name, a preset .json or a ``Preset``.
+        patch_size: patch pixels.
+        fov_mm: patch field of view (None: the prepared grid's pixels).
+        max_patches: the bag size.
+        progress: show a progress bar.
+        require_labels: skip patients without an N stage (else keep them with the label -1, unknown).
+
+    Returns:
+        The data set (patient labels from the N stage, clinical values from :func:`encode_clinical`).
+    """
     from ..errors import InputError
     from ..imaging.case import load_case, prepare_case
     from ..imaging.patches import PatchConfig, extract_patches, patch_features

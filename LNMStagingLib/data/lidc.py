@@ -145,6 +145,15 @@ def build_dataset(arrays: dict[str, np.ndarray], diameters: dict[str, float], pa
 
 
 def load_lidc(data_dir: str | Path | None = None, patch_size: int = 32, fov_mm: float | None = None) -> PatchDataset:
-    """Load a folder in the LIDC layout as a :class:`PatchDataset`."""
+    """Load a folder in the LIDC layout as a :class:`PatchDataset`.
+
+    Args:
+        data_dir: the folder (nodules.npz, optionally nodules.csv); None: :func:`default_lidc_dir`.
+        patch_size: patch pixels after area-averaging.
+        fov_mm: the field of view to assume where no diameter gives the spacing.
+
+    Returns:
+        The data set.
+    """
     arrays, diameters = read_nodule_arrays(data_dir or default_lidc_dir())
     return build_dataset(arrays, diameters, patch_size=patch_size, fov_mm=fov_mm)

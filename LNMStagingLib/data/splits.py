@@ -7,9 +7,17 @@ from sklearn.model_selection import StratifiedKFold
 
 
 def patient_folds(patients, labels, n_splits: int = 5, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified k folds over patients: a list of (train_patients, test_patients) arrays.
+    """Stratified k folds over patients.
 
-    ``patients``: unique patient ids; ``labels``: the patient label of each (stratification)."""
+    Args:
+        patients: unique patient ids.
+        labels: the patient label of each (stratification).
+        n_splits: the number of folds.
+        seed: the shuffling seed.
+
+    Returns:
+        A list of (train_patients, test_patients) arrays; every patient is tested exactly once.
+    """
     patients = np.asarray(list(patients))
     labels = np.asarray(list(labels)).astype(int)
     if len(np.unique(patients)) != len(patients):
@@ -37,7 +45,17 @@ def nested_folds(patients, labels, outer: int = 5, inner: int = 5, seed: int = 0
 
 
 def holdout_split(patients, labels, fraction: float = 0.15, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A stratified (train, validation) split of patients (for early stopping)."""
+    """A stratified (train, validation) split of patients (for early stopping).
+
+    Args:
+        patients: patient ids.
+        labels: the patient label of each.
+        fraction: the share of each class held out.
+        seed: the shuffling seed.
+
+    Returns:
+        (train patients, validation patients).
+    """
     patients = np.asarray(list(patients))
     labels = np.asarray(list(labels)).astype(int)
     rng = np.random.default_rng(seed)

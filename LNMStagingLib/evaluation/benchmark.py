@@ -264,7 +264,26 @@ def run_benchmark(data: str | Path | PatchDataset, out_dir, methods=DEFAULT_ORDE
                   quick: bool = False, progress: bool = True, command: str = "", log=print,
                   max_patients: int | None = None, n_boot: int = 1000, title: str = LIDC_TITLE,
                   label_note: str = LIDC_LABELS) -> Path:
-    """Run (or resume) the benchmark on ``data``: a folder in the LIDC layout or a prepared dataset (a cohort)."""
+    """Run (or resume) the nested, patient-grouped benchmark.
+
+    Args:
+        data: a folder in the LIDC layout or a prepared data set (a cohort).
+        out_dir: the run folder (each fold's result.json; a rerun resumes).
+        methods: the rows (recipes of :func:`~LNMStagingLib.training.recipes.benchmark_configs`).
+        n_folds: outer folds.
+        seed: the seed of the folds and the training.
+        quick: the tiny settings.
+        progress: show progress bars.
+        command: the command line recorded in the table.
+        log: a print-like function.
+        max_patients: a random subset of patients (quick tries), or None.
+        n_boot: bootstrap resamples of the intervals.
+        title: the table's title.
+        label_note: what the labels are.
+
+    Returns:
+        The path of the Markdown table.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started_file = out_dir / "started.txt"

@@ -42,7 +42,17 @@ def _write_plots(plots_dir: Path, curves: dict, name: str) -> None:
 
 
 def evaluate_bundle(bundle: ModelBundle, data_dir: str | Path, n_boot: int = 1000, plots_dir: Path | None = None) -> dict:
-    """metrics.json content: ``{"nodule": {...}, "patient": {...}, "model": {...}, "data": {...}}``."""
+    """A bundle, unchanged, on a folder in the LIDC layout (node and patient metrics).
+
+    Args:
+        bundle: the loaded bundle.
+        data_dir: the folder (nodules.npz, optionally nodules.csv).
+        n_boot: bootstrap resamples of the 95% intervals.
+        plots_dir: where ROC and reliability plots go (None: no plots).
+
+    Returns:
+        metrics.json content: ``{"nodule": {...}, "patient": {...}, "model": {...}, "data": {...}}``.
+    """
     from ..data.lidc import build_dataset
 
     t0 = time.time()
@@ -88,7 +98,18 @@ def evaluate_bundle_on_cohort(bundle: ModelBundle, manifest: str | Path, n_boot:
                               ) -> tuple[dict, list[CohortPrediction]]:
     """A bundle, unchanged, on a labelled cohort manifest: every patient with an N stage goes through
     ``predict_case`` (the bundle's preset, patches and ensemble, as ``lnmstaging predict``). Labels are
-    patient-level only, so ``"nodule"`` is None. Returns (metrics.json content, per-patient predictions)."""
+    patient-level only, so ``"nodule"`` is None.
+
+    Args:
+        bundle: the loaded bundle.
+        manifest: the cohort manifest CSV (patients without an N stage are left out).
+        n_boot: bootstrap resamples of the 95% intervals.
+        plots_dir: where ROC and reliability plots go (None: no plots).
+        progress: show a progress bar.
+
+    Returns:
+        (metrics.json content, per-patient predictions).
+    """
     from tqdm.auto import tqdm
 
     from ..imaging.case import load_case

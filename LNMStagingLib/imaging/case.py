@@ -62,6 +62,16 @@ def validate_case(case: Case) -> None:
 
 
 def load_case(image_path: str | Path, segmentation_path: str | Path, split_islands: bool = False) -> Case:
+    """Read an image and its node segmentation into a :class:`Case`.
+
+    Args:
+        image_path: NRRD, NIfTI, MHA or a DICOM series folder (3D scalar).
+        segmentation_path: a labelmap or a Slicer ``.seg.nrrd`` (resampled onto the image when on another grid).
+        split_islands: every connected component of a label becomes its own node.
+
+    Returns:
+        The case; :class:`~LNMStagingLib.errors.InputError` naming the file for unusable input.
+    """
     image = read_image(image_path)
     segmentation = read_segmentation(segmentation_path, image, split_islands=split_islands)
     return Case.from_volume(
@@ -177,7 +187,16 @@ def _resample(volume: Volume, nodes: list[NodeRegion], spacing: tuple[float, flo
 
 
 def prepare_case(case: Case, preset: Preset | None = None, intensity: bool = True) -> PreparedCase:
-    """Canonical LPS orientation, then the preset's resampling and (when ``intensity``) intensity steps."""
+    """Canonical LPS orientation, then the preset's resampling and (when ``intensity``) intensity steps.
+
+    Args:
+        case: the case as read.
+        preset: the preprocessing preset (None: orientation only).
+        intensity: apply the preset's intensity steps.
+
+    Returns:
+        The :class:`PreparedCase` (its ``grid_to_source_index`` maps back to the input image's voxels).
+    """
     volume, nodes = orient_to_lps(case.image, case.nodes)
     if preset is not None and preset.target_spacing_mm is not None:
         volume, nodes = _resample(volume, nodes, preset.target_spacing_mm)

@@ -115,7 +115,15 @@ def _sample(slice_array: np.ndarray, start: np.ndarray, step: np.ndarray, size: 
 
 
 def extract_patches(prepared: PreparedCase, config: PatchConfig | None = None) -> PatchSet:
-    """Cut the patches of every node of a prepared case."""
+    """Cut the patches of every node of a prepared case.
+
+    Args:
+        prepared: the case on the preset's grid.
+        config: size, field of view, bag size and which secondary slices to keep (default :class:`PatchConfig`).
+
+    Returns:
+        The :class:`PatchSet`: every node's patches, largest first; ``bag`` the patient's largest ones.
+    """
     config = config or PatchConfig()
     volume = prepared.image
     spacing = volume.spacing
@@ -155,7 +163,16 @@ def extract_patches(prepared: PreparedCase, config: PatchConfig | None = None) -
 def patch_features(prepared: PreparedCase, patches: list[Patch], names) -> np.ndarray:
     """Raw size/border features (P, F) of each patch's own cross-section: ``measure_cross_section`` of the
     patch's node on the patch's slice, on the prepared grid (mm). The models' node features, in training on a
-    cohort and at prediction alike. ``names``: ``CrossSection`` fields; another name raises ValueError."""
+    cohort and at prediction alike.
+
+    Args:
+        prepared: the case the patches were cut from.
+        patches: the patches.
+        names: ``CrossSection`` fields (another name raises ValueError).
+
+    Returns:
+        (P, F) float32.
+    """
     unknown = [name for name in names if name not in CrossSection.__dataclass_fields__]
     if unknown:
         raise ValueError(f"unknown node feature(s) {', '.join(unknown)}")

@@ -182,6 +182,14 @@ def read_segmentation(
 ) -> SegmentationResult:
     """Read a labelmap or ``.seg.nrrd`` onto ``reference``'s grid (nearest neighbour when the grids differ).
 
+    Args:
+        path: the segmentation file.
+        reference: the image whose grid the nodes are put on.
+        split_islands: every connected component of a label becomes its own node.
+
+    Returns:
+        The nodes and the names of empty segments that were skipped.
+
     Raises InputError for an unreadable file, one outside the image, or one without any labelled voxel.
     """
     path = Path(path)

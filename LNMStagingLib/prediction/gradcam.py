@@ -53,7 +53,16 @@ def _cams(bundle: ModelBundle) -> list:
 
 
 def node_gradcam(bundle: ModelBundle, patches: torch.Tensor, raw_features: np.ndarray) -> np.ndarray:
-    """Ensemble-mean Grad-CAM maps (N, S, S) float32 in [0, 1] for model-ready patches (N, 1, S, S)."""
+    """Ensemble-mean Grad-CAM maps of the node malignancy score.
+
+    Args:
+        bundle: the loaded bundle.
+        patches: model-ready patches (N, 1, S, S).
+        raw_features: (N, F) raw features of the patches.
+
+    Returns:
+        (N, S, S) float32 in [0, 1].
+    """
     if patches.shape[0] == 0:
         return np.zeros((0, *patches.shape[-2:]), np.float32)
     total = torch.zeros((patches.shape[0], 1, *patches.shape[-2:]))

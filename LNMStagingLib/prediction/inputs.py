@@ -37,7 +37,13 @@ def load_bundle_for_case(model: str | Path | None = None, declared_preset: str |
 
 def check_intended_input(bundle: ModelBundle, declared_preset: str | None = None, modality: str | None = None) -> None:
     """Refuse an image declared for another preprocessing preset, or whose DICOM modality is not the
-    preset's: the model would see intensities it was never trained on."""
+    preset's: the model would see intensities it was never trained on.
+
+    Args:
+        bundle: the loaded bundle.
+        declared_preset: the preset (name or .json) the image is meant for, or None.
+        modality: the image's DICOM modality, or None.
+    """
     preset = bundle.config.preprocessing
     name = preset.name
     if declared_preset and Path(declared_preset).stem != name and declared_preset != name:
@@ -51,8 +57,16 @@ def check_intended_input(bundle: ModelBundle, declared_preset: str | None = None
 
 
 def clinical_inputs(bundle: ModelBundle, clinical: ClinicalData | None) -> tuple[dict[str, float | None], ClinicalUse]:
-    """(values for the model, keyed by the bundle's clinical input names; None = declared missing, which the
-    model sees as a neutral value plus a missingness indicator), and what the report says about them."""
+    """The clinical values a bundle's model receives, and what the report says about them.
+
+    Args:
+        bundle: the loaded bundle (its declared clinical inputs).
+        clinical: the patient's clinical data (None: all missing).
+
+    Returns:
+        (values keyed by the bundle's clinical input names, None = declared missing, which the model sees as a
+        neutral value plus a missingness indicator; the report's :class:`ClinicalUse`).
+    """
     clinical = clinical or ClinicalData()
     used = [spec.name for spec in bundle.config.clinical_inputs]
     values = encode_clinical(clinical, used)

@@ -29,7 +29,16 @@ def latent_direction(bundle: ModelBundle, name: str, latent_dim: int) -> torch.T
 
 def traverse(bundle: ModelBundle, patches: torch.Tensor, steps: tuple[float, ...] = TRAVERSAL_STEPS
              ) -> dict[str, np.ndarray]:
-    """For model-ready patches (N, 1, S, S): ``{direction: frames (N, F, S, S) float32 in [0, 1]}``."""
+    """Decode ``mu + t * direction`` of each patch for every step ``t``.
+
+    Args:
+        bundle: the loaded bundle (its primary member and latent directions).
+        patches: model-ready patches (N, 1, S, S).
+        steps: the multiples of each direction.
+
+    Returns:
+        ``{direction: frames (N, F, S, S) float32 in [0, 1]}``.
+    """
     n = patches.shape[0]
     if n == 0:
         return {name: np.zeros((0, len(steps), *patches.shape[-2:]), np.float32) for name in DIRECTIONS}

@@ -51,7 +51,16 @@ def _write_stack(frames: np.ndarray, frame_to_lps: np.ndarray, path: Path) -> No
 
 
 def write_outputs(result: PredictionResult, case: Case, out_dir: str | Path) -> Path:
-    """Write every output into ``out_dir`` (replaced as a whole; a failure leaves nothing half-written)."""
+    """Write every output into ``out_dir`` (replaced as a whole; a failure leaves nothing half-written).
+
+    Args:
+        result: the prediction.
+        case: the case it was made for (the heatmap goes on its image grid).
+        out_dir: the output folder: report.json, gradcam.nrrd, traversal/, report.html.
+
+    Returns:
+        ``out_dir``.
+    """
     out_dir = Path(out_dir)
     if result.heatmap.shape != case.image.array.shape:
         raise ValueError(f"heatmap {result.heatmap.shape} is not on the case image grid {case.image.array.shape}")

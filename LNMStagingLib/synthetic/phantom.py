@@ -158,6 +158,18 @@ def labelmap_to_seg_nrrd(labelmap: sitk.Image, names: list[str], destination: Pa
 
 def write_phantom(out_dir: str | Path, size: tuple[int, int, int] = (192, 192, 24),
                   spacing: tuple[float, float, float] = (0.8, 0.8, 3.3), extra_nodes: int = 0, seed: int = 0) -> PhantomFiles:
+    """Write the deterministic synthetic pelvic phantom (a test and demo fixture, never training data).
+
+    Args:
+        out_dir: the folder (created).
+        size: image size (i, j, k) in voxels.
+        spacing: voxel spacing (i, j, k) in mm.
+        extra_nodes: random nodes added to the fixed ones.
+        seed: the seed of the noise and the extra nodes.
+
+    Returns:
+        The paths of image.nrrd, labels.nrrd, segmentation.seg.nrrd and truth.json.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     nodes = list(DEFAULT_NODES) + random_nodes(extra_nodes, seed + 1)

@@ -107,7 +107,24 @@ def card_inputs_outputs(config: BundleConfig) -> dict:
 def build_bundle(out_dir: Path, name: str, version: str, primary: FittedModel, folds: list[FittedModel],
                  dataset: PatchDataset, preset: str, fov_mm: float | None, card: dict,
                  training: dict | None = None, clinical_absent_reason: str = "") -> Path:
-    """Write a bundle: member 0 = ``primary`` (role final), then the fold models (role fold)."""
+    """Write a bundle: member 0 = ``primary`` (role final), then the fold models (role fold).
+
+    Args:
+        out_dir: the new bundle folder (must be empty or absent).
+        name: the bundle's name.
+        version: its version.
+        primary: member 0, trained on every patient.
+        folds: cross-validation fold models (the ensemble for uncertainty).
+        dataset: the training data (latent directions, training-patient fingerprints).
+        preset: the preprocessing preset's name.
+        fov_mm: the patch field of view (None: the prepared grid's pixels).
+        card: the model card's sections (inputs and outputs are added from the config).
+        training: provenance recorded in ``config.training``.
+        clinical_absent_reason: why there are no clinical inputs, when there are none.
+
+    Returns:
+        ``out_dir``.
+    """
     from ..imaging.patches import PatchConfig
     from ..imaging.presets import get_preset
 

@@ -7,7 +7,15 @@ from sklearn.metrics import roc_curve
 
 
 def choose_threshold(y, p) -> float:
-    """Threshold maximising Youden's J (= balanced accuracy) on validation predictions."""
+    """Threshold maximising Youden's J (= balanced accuracy) on validation predictions.
+
+    Args:
+        y: 0/1 labels.
+        p: predicted probabilities.
+
+    Returns:
+        The threshold in [0, 1] (0.5 when ``y`` has one class).
+    """
     y = np.asarray(y).astype(int)
     p = np.asarray(p, dtype=float)
     if len(np.unique(y)) < 2:

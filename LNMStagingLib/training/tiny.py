@@ -39,8 +39,16 @@ def tiny_pipeline_config(seed: int = 0) -> PipelineConfig:
 
 
 def build_tiny_bundle(out_dir: Path, seed: int = 0, n_members: int = 2) -> Path:
-    """Train a tiny VAE-MLP (member 0 on all data + ``n_members - 1`` fold models) on synthetic blobs and
-    write a complete, valid bundle into ``out_dir`` (created; must be empty or absent). Returns ``out_dir``."""
+    """Train a tiny VAE-MLP (member 0 on all data + ``n_members - 1`` fold models) on synthetic blobs.
+
+    Args:
+        out_dir: the bundle folder (created; must be empty or absent).
+        seed: every seed of the run (the same seed gives the same weights).
+        n_members: ensemble members.
+
+    Returns:
+        ``out_dir``, a complete, valid bundle.
+    """
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: threads only add overhead (and spin under CPU contention)
     try:
