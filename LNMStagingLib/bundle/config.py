@@ -40,6 +40,9 @@ class MemberSpec:
     feature_max: list[float] | None = None
     mil: MILConfig | None = None  # this member's classifier (None: the bundle's ``mil``); e.g. its own eta
     threshold: float | None = None  # this member's own inner-validation threshold (informative)
+    # Platt scaling of this member's patient probability, fitted on its inner out-of-fold predictions and
+    # applied before members are averaged (None: identity, bundles written before calibration existed)
+    calibration: dict | None = None
 
     def to_json(self) -> dict:
         data = asdict(self)

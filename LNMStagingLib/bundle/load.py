@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import BundleError
+from ..models.calibration import Calibration
 from ..models.ensemble import Ensemble
 from .config import BundleConfig, check_schema
 from .discovery import resolve_bundle
@@ -124,7 +125,11 @@ def load_bundle(path: str | Path | None = None, device: str = "cpu") -> ModelBun
     card_md_path = bundle_dir / CARD_MD
     card_markdown = card_md_path.read_text(encoding="utf-8") if card_md_path.is_file() else ""
     members = _load_members(bundle_dir, manifest, config, device)
-    ensemble = Ensemble(members, _scalers(config), float(config.threshold), device)
+    try:
+        calibrations = [Calibration.from_dict(spec.calibration) for spec in config.members]
+    except (ValueError, KeyError, TypeError) as error:
+        raise BundleError(bundle_dir / CONFIG, f"invalid member calibration ({error})") from None
+    ensemble = Ensemble(members, _scalers(config), float(config.threshold), device, calibrations)
     return ModelBundle(bundle_dir, manifest, manifest_sha, config, card, card_markdown, ensemble)
 
 

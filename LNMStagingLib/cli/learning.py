@@ -43,6 +43,8 @@ def register(subparsers) -> None:
                         "VAE-MLP fold models and nested-CV figures of a benchmark run (--benchmark-dir)")
     p.add_argument("--benchmark-dir", type=Path, help="with --lidc-final: the `benchmark lidc` run folder")
     p.add_argument("--work-dir", type=Path, help="with --lidc-final: checkpoints of member 0 (default <out>.work)")
+    p.add_argument("--encoders-from", default=None,
+                   help="with --lidc-final: bundle whose member-0 VAE is reused (only the classifier is refitted)")
     p.add_argument("--wait-minutes", type=float, default=0.0,
                    help="with --lidc-final: wait this long for the benchmark's VAE folds to finish")
     p.set_defaults(handler=_train)
@@ -91,6 +93,8 @@ def _benchmark_arguments(parser, methods: str) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--encoders-from", default=None,
+                        help="bundle whose fold members' VAEs the vae row reuses (only the classifier is refitted)")
     parser.set_defaults(handler=_benchmark)
 
 
@@ -207,7 +211,7 @@ def _benchmark(args) -> int:
                                    "unknown, so there are no node-level metrics."}
     path = run_benchmark(data, args.out, methods=methods, n_folds=args.folds, seed=args.seed, quick=args.quick,
                          progress=not args.no_progress, command=_command_line(), max_patients=args.max_patients,
-                         **labelling)
+                         encoders_from=args.encoders_from, **labelling)
     print(path.read_text(encoding="utf-8"))
     print(f"benchmark finished in {(time.time() - t0) / 60:.1f} min: {path}")
     return 0
@@ -229,7 +233,7 @@ def _train(args) -> int:
         work = args.work_dir or args.out.parent / (args.out.name + ".work")
         train_final_bundle(args.data, args.out, work, args.benchmark_dir, wait_seconds=args.wait_minutes * 60,
                            name=args.name or args.out.name, version=args.version, progress=context.progress,
-                           quick=args.quick)
+                           quick=args.quick, encoder_from=args.encoders_from)
         return 0
     config = run.pipeline_config(args.method, args.quick, args.seed, args.config, args.epochs)
     seed_everything(args.seed)

@@ -28,7 +28,8 @@ def predict_dataset(ensemble: Ensemble, dataset: PatchDataset, patients=None, ba
     Returns:
         ``slice_prob`` (K, N) for the selected slices; per nodule (sorted ids) ``nodule_id``, ``nodule_prob``
         (member mean), ``nodule_std`` (member SD), ``nodule_label``, ``nodule_patient``; per patient
-        ``patient_id``, ``patient_prob`` and ``patient_std`` (member mean and SD of the final probability),
+        ``patient_id``, ``patient_prob`` and ``patient_std`` (member mean and SD of the calibrated final probability),
+        ``patient_prob_uncalibrated`` (member mean before calibration),
         ``patient_mlp``, ``patient_max`` (member means) and ``patient_label``.
     """
     patients = np.unique(dataset.patient_id) if patients is None else np.asarray(list(patients))
@@ -43,7 +44,7 @@ def predict_dataset(ensemble: Ensemble, dataset: PatchDataset, patients=None, ba
     table = dataset.clinical or {}
     clinical = [table.get(str(p)) for p in patients] if dataset.clinical else None
     out = ensemble.bag_outputs(None, features, BagBatch(slots, nodes, clinical), latents)
-    final = out["final"].cpu().numpy()
+    final = out["calibrated"].cpu().numpy()
     nodule_labels = dataset.nodule_labels()
     patient_labels = dataset.patient_labels()
     patient_of_slice = dataset.patient_id[idx]
@@ -57,6 +58,7 @@ def predict_dataset(ensemble: Ensemble, dataset: PatchDataset, patients=None, ba
         "patient_id": patients,
         "patient_prob": final.mean(0),
         "patient_std": final.std(0),
+        "patient_prob_uncalibrated": out["final"].cpu().numpy().mean(0),
         "patient_mlp": out["patient_mlp"].cpu().numpy().mean(0),
         "patient_max": out["node_max"].cpu().numpy().mean(0),
         "patient_label": np.asarray([int(patient_labels[p]) for p in patients]),

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -31,31 +29,17 @@ from ..training.fitted import FittedModel
 from ..training.pipeline import fit
 from ..training.recipes import benchmark_configs
 from ..training.vae_train import reconstruction_metrics
+from .baselines import BASELINES, run_baseline_fold
+from .benchmark_table import LIDC_LABELS, LIDC_TITLE, METHOD_LABELS, json_default, write_table
+from .comparison import fold_mean_interval, paired_auc_difference
 from .metrics import binary_metrics, summarise_folds
 
-METHOD_LABELS = {
-    "size": "Size-only (size/border features, same MIL head)",
-    "cnn": "CNN (MONAI DenseNet, from scratch) + MIL head",
-    "vae": "VAE-MLP (Gaussian)",
-    "dirvae": "DirVAE-MLP (Dirichlet, EM fine-tuning)",
-    "vae_max": "VAE-MLP, max node probability only (ablation)",
-    "vae_mlp_only": "VAE-MLP, patient MLP only (ablation)",
-    "vae_no_clinical": "VAE-MLP without clinical data (ablation)",
-}
 # ablations reuse the encoder of another row's fold (only the MIL head is refitted)
 ENCODER_FROM = {"vae_max": "vae", "vae_mlp_only": "vae", "vae_no_clinical": "vae"}
-DEFAULT_ORDER = ("size", "vae", "cnn", "dirvae", "vae_max", "vae_mlp_only")
+DEFAULT_ORDER = ("area", "logreg", "size", "vae", "cnn", "dirvae", "vae_max", "vae_mlp_only")
+# the rows the VAE-MLP is compared with by a paired bootstrap of the AUC difference
+COMPARED_WITH = ("area", "logreg", "size")
 COHORT_ORDER = (*DEFAULT_ORDER, "vae_no_clinical")
-LIDC_TITLE = "LIDC-IDRI benchmark"
-LIDC_LABELS = "Labels are radiologist malignancy ratings (not pathology)."
-
-
-def _json_default(value):
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)
 
 
 def run_fold(dataset: PatchDataset, method: str, config: PipelineConfig, train, test, context: RunContext,
@@ -99,11 +83,11 @@ def run_fold(dataset: PatchDataset, method: str, config: PipelineConfig, train, 
         "wall_seconds": time.time() - t0 + _resumed_seconds(fitted.history),
         "torch_threads": torch.get_num_threads(),
     }
-    if encoder is None and fitted.encoder is not None and hasattr(fitted.encoder, "decode"):
+    if method not in ENCODER_FROM and fitted.encoder is not None and hasattr(fitted.encoder, "decode"):
         idx = dataset.subset_patients(test)
         result["reconstruction_test"] = reconstruction_metrics(fitted.encoder, torch.as_tensor(dataset.patches[idx]))
     fold_dir.mkdir(parents=True, exist_ok=True)
-    (fold_dir / "result.json").write_text(json.dumps(result, indent=1, default=_json_default), encoding="utf-8")
+    (fold_dir / "result.json").write_text(json.dumps(result, indent=1, default=json_default), encoding="utf-8")
     return result
 
 
@@ -123,10 +107,13 @@ def summarise(results: list[dict], n_boot: int = 1000) -> dict:
             out[level] = None
             continue
         out[level] = summarise_folds([r[level] for r in results])
+        out[f"{level}_fold_mean_ci95"] = {key: fold_mean_interval([r[level][key] for r in results])
+                                          for key in ("auc", "ece")}
         y = np.concatenate([r["predictions"][f"{level}_label"] for r in results])
         p = np.concatenate([r["predictions"][f"{level}_prob"] for r in results])
         # pooled predictions: each fold used its own inner-chosen threshold -> predicted labels per fold
-        decided = np.concatenate([np.asarray(r["predictions"][f"{level}_prob"]) >= r["threshold"] for r in results])
+        decided = np.concatenate([np.asarray(r["predictions"][f"{level}_prob"]) >=
+                                  r.get(f"{level}_threshold", r["threshold"]) for r in results])
         groups = np.concatenate([r["predictions"]["patient_id" if level == "patient" else "nodule_patient"]
                                  for r in results])
         known = y >= 0
@@ -183,67 +170,6 @@ def _bootstrap_decided(y, p, decided, groups, n_boot: int = 1000, seed: int = 0)
     return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in samples.items() if v}
 
 
-def _fmt(pair) -> str:
-    return f"{pair[0]:.3f} ± {pair[1]:.3f}"
-
-
-def _ci(pair) -> str:
-    return f"[{pair[0]:.3f}, {pair[1]:.3f}]"
-
-
-def write_table(out_dir: Path, summaries: dict[str, dict], command: str, started: str, n_folds: int,
-                dataset: PatchDataset, title: str = LIDC_TITLE, label_note: str = LIDC_LABELS) -> Path:
-    labels = dataset.patient_labels()
-    lines = [
-        f"# {title} (nested, patient-grouped, stratified {n_folds}-fold cross-validation)",
-        "",
-        f"- Command: `{command}`",
-        f"- Started: {started}; table written: {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}",
-        f"- Machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
-        f"{'CUDA' if torch.cuda.is_available() else 'CPU only'}; torch {torch.__version__}; torch threads per fold run: "
-        f"{', '.join(str(t) for t in sorted({t for s in summaries.values() for t in s.get('torch_threads', [])}))}",
-        f"- Data: {len(dataset)} slices, {len(np.unique(dataset.nodule_id))} nodules, {len(labels)} patients "
-        f"({sum(labels.values())} positive). {label_note}",
-        "- Every row uses the same outer folds. Inner folds (training patients only) choose the encoder's epoch "
-        "(hold-out), the MIL hyperparameters, the MIL epochs and the threshold; the outer test fold is used once.",
-        "- AUC etc.: mean ± SD over folds; 95% CI: patient-level bootstrap of the pooled out-of-fold predictions "
-        "(sensitivity/specificity at each fold's own inner-validation threshold).",
-        "- Wall time: sum over folds of fitting + testing on the machine above. "
-        "Ablation rows reuse the VAE row's fold encoders: their wall time is the MIL head only.",
-        "- Settings: `LNMStagingLib/training/recipes.py::benchmark_configs` (fixed a priori, not tuned on test folds).",
-        "",
-        "| Method | Folds | Nodule AUC | Nodule AUC 95% CI | Patient AUC | Patient AUC 95% CI | Patient sens. | "
-        "Patient spec. | Patient acc. | Patient F1 | Patient BA | Patient ECE | Test SSIM | Wall time |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for method, s in summaries.items():
-        p, n = s["patient"], s["nodule"]
-        ssim = _fmt(s["ssim_test"]) if "ssim_test" in s else "n/a"
-        folds = f"{s['folds']}/{n_folds}"
-        nodule = f"{_fmt(n['auc'])} | {_ci(s['nodule_ci95']['auc'])}" if n else "n/a (no node labels) | n/a"
-        lines.append(
-            f"| {METHOD_LABELS.get(method, method)} | {folds} | {nodule} | "
-            f"{_fmt(p['auc'])} | {_ci(s['patient_ci95']['auc'])} | {_fmt(p['sensitivity'])} | "
-            f"{_fmt(p['specificity'])} | {_fmt(p['accuracy'])} | {_fmt(p['f1'])} | {_fmt(p['balanced_accuracy'])} | "
-            f"{_fmt(p['ece'])} | {ssim} | {s['wall_seconds'] / 60:.1f} min |"
-        )
-    notes = [f"- {METHOD_LABELS.get(m, m)}, {n}" for m, s in summaries.items() for n in s.get("notes", [])]
-    if notes:
-        lines += ["", "Wall-time notes:", "", *notes]
-    recon = [(m, s) for m, s in summaries.items() if "ssim_test" in s]
-    if recon:
-        lines += ["", "Reconstruction of held-out (outer test) patches, mean over folds:", "",
-                  "| Method | SSIM | PSNR (dB) | MSE | MAE |", "|---|---|---|---|---|"]
-        for m, s in recon:
-            lines.append(f"| {METHOD_LABELS.get(m, m)} | {_fmt(s['ssim_test'])} | {s['psnr_test']:.2f} | "
-                         f"{s['mse_test']:.5f} | {s['mae_test']:.4f} |")
-        lines += ["", "LPIPS is not reported: it needs pretrained backbone weights that cannot be downloaded here."]
-    path = out_dir / "benchmark.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (out_dir / "summary.json").write_text(json.dumps(summaries, indent=1, default=_json_default), encoding="utf-8")
-    return path
-
-
 def write_plots(out_dir: Path, results: dict[str, list[dict]]) -> None:
     from .plots import plot_reliability, plot_roc
 
@@ -263,7 +189,7 @@ def write_plots(out_dir: Path, results: dict[str, list[dict]]) -> None:
 def run_benchmark(data: str | Path | PatchDataset, out_dir, methods=DEFAULT_ORDER, n_folds: int = 5, seed: int = 0,
                   quick: bool = False, progress: bool = True, command: str = "", log=print,
                   max_patients: int | None = None, n_boot: int = 1000, title: str = LIDC_TITLE,
-                  label_note: str = LIDC_LABELS) -> Path:
+                  label_note: str = LIDC_LABELS, encoders_from: str | Path | None = None) -> Path:
     """Run (or resume) the nested, patient-grouped benchmark.
 
     Args:
@@ -280,6 +206,9 @@ def run_benchmark(data: str | Path | PatchDataset, out_dir, methods=DEFAULT_ORDE
         n_boot: bootstrap resamples of the intervals.
         title: the table's title.
         label_note: what the labels are.
+        encoders_from: a bundle whose fold members' VAEs become the ``vae`` row's encoders (each checked to be
+            trained on that fold's training patients only, :mod:`~LNMStagingLib.evaluation.encoder_reuse`): only
+            the MIL head, its gate, calibration and threshold are refitted; None trains the encoders.
 
     Returns:
         The path of the Markdown table.
@@ -300,6 +229,13 @@ def run_benchmark(data: str | Path | PatchDataset, out_dir, methods=DEFAULT_ORDE
     (out_dir / "folds.json").write_text(json.dumps([{"train": tr.tolist(), "test": te.tolist()} for tr, te in folds]),
                                         encoding="utf-8")
     configs = benchmark_configs(quick)
+    encoders: dict = {}
+    if encoders_from is not None:
+        from .encoder_reuse import bundle_encoders, check_fold_encoders
+
+        _, encoders, source = bundle_encoders(encoders_from)
+        check_fold_encoders(source, dataset, folds)
+        log(f"reusing the VAE encoders of {source.path} for folds {sorted(encoders)}")
     results: dict[str, list[dict]] = {m: [] for m in methods}
     for method in methods:
         for k, (train, test) in enumerate(folds):
@@ -308,7 +244,13 @@ def run_benchmark(data: str | Path | PatchDataset, out_dir, methods=DEFAULT_ORDE
             if done.is_file():
                 results[method].append(json.loads(done.read_text(encoding="utf-8")))
                 continue
-            encoder = None
+            if method in BASELINES:
+                r = run_baseline_fold(dataset, method, train, test)
+                fold_dir.mkdir(parents=True, exist_ok=True)
+                done.write_text(json.dumps(r, indent=1, default=json_default), encoding="utf-8")
+                results[method].append(r)
+                continue
+            encoder = encoders.get(k) if method == "vae" else None
             if method in ENCODER_FROM:
                 source = out_dir / ENCODER_FROM[method] / f"fold_{k}" / "model"
                 if not (source / "fitted.json").is_file():
@@ -325,12 +267,27 @@ def run_benchmark(data: str | Path | PatchDataset, out_dir, methods=DEFAULT_ORDE
                 + f" ({r['wall_seconds'] / 60:.1f} min)")
             every = _all_results(out_dir, len(folds))
             summaries = {m: summarise(rs, n_boot=min(n_boot, 200)) for m, rs in every.items() if rs}
-            write_table(out_dir, summaries, command, started, len(folds), dataset, title, label_note)
+            write_table(out_dir, summaries, command, started, len(folds), dataset, title, label_note,
+                        _comparisons(every, min(n_boot, 200)))
     every = _all_results(out_dir, len(folds))
     summaries = {m: summarise(rs, n_boot=n_boot) for m, rs in every.items() if rs}
-    path = write_table(out_dir, summaries, command, started, len(folds), dataset, title, label_note)
+    path = write_table(out_dir, summaries, command, started, len(folds), dataset, title, label_note,
+                       _comparisons(every, max(n_boot, 2000)))
     write_plots(out_dir, {m: rs for m, rs in every.items() if m in ("size", "cnn", "vae", "dirvae")})
     return path
+
+
+def _comparisons(every: dict[str, list[dict]], n_boot: int) -> dict[str, dict]:
+    """The VAE-MLP's paired AUC differences to the simple rows (complete rows only)."""
+    vae = every.get("vae", [])
+    out = {}
+    for other in COMPARED_WITH:
+        rows = every.get(other, [])
+        if vae and rows and len(vae) == len(rows):
+            diff = paired_auc_difference(vae, rows, n_boot=n_boot)
+            if diff is not None:
+                out[other] = diff
+    return out
 
 
 def _all_results(out_dir: Path, n_folds: int) -> dict[str, list[dict]]:

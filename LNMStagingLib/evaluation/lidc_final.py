@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.lidc import load_lidc
-from ..training.bundling import build_bundle
+from ..training.bundling import build_bundle, pooled_threshold
 from ..training.context import RunContext
 from ..training.fitted import FittedModel
 from ..training.pipeline import fit
@@ -59,14 +59,20 @@ def _card(dataset, summary: dict | None, n_folds_found: int, primary: FittedMode
     if summary is not None:
         card["evaluation"] = {
             "protocol": "nested, patient-grouped, stratified 5-fold CV on LIDC (Testing/Benchmarks/lidc_benchmark.md); "
-                        "the figures describe the training procedure; member 0 itself has no held-out test set.",
+                        "the figures describe the training procedure; member 0 itself has no held-out test set. "
+                        "Fold mean: the metric of each outer test fold, averaged (95% t-interval over folds); pooled: "
+                        "one metric over every patient's calibrated out-of-fold prediction (95% patient bootstrap).",
             "folds": summary["folds"],
-            "patient_auc_mean_sd": summary["patient"]["auc"], "patient_auc_ci95": summary["patient_ci95"]["auc"],
-            "nodule_auc_mean_sd": summary["nodule"]["auc"], "nodule_auc_ci95": summary["nodule_ci95"]["auc"],
+            "patient_auc_fold_mean_sd": summary["patient"]["auc"],
+            "patient_auc_fold_mean_ci95": summary["patient_fold_mean_ci95"]["auc"],
+            "patient_auc_pooled": summary["patient_pooled"]["auc"], "patient_auc_pooled_ci95": summary["patient_ci95"]["auc"],
+            "patient_ece_pooled": summary["patient_pooled"]["ece"], "patient_ece_pooled_ci95": summary["patient_ci95"]["ece"],
+            "nodule_auc_fold_mean_sd": summary["nodule"]["auc"],
+            "nodule_auc_pooled": summary["nodule_pooled"]["auc"], "nodule_auc_pooled_ci95": summary["nodule_ci95"]["auc"],
             "patient_sensitivity_mean_sd": summary["patient"]["sensitivity"],
             "patient_specificity_mean_sd": summary["patient"]["specificity"],
             "patient_balanced_accuracy_mean_sd": summary["patient"]["balanced_accuracy"],
-            "patient_ece_mean_sd": summary["patient"]["ece"],
+            "patient_ece_fold_mean_sd": summary["patient"]["ece"],
             "test_ssim_mean_sd": summary.get("ssim_test"),
             "test_psnr_db": summary.get("psnr_test"), "test_mse": summary.get("mse_test"),
             "test_mae": summary.get("mae_test"),
@@ -79,9 +85,27 @@ def _card(dataset, summary: dict | None, n_folds_found: int, primary: FittedMode
 
 def train_final_bundle(data_dir, out_dir: Path, work_dir: Path, benchmark_dir: Path | None,
                        wait_seconds: float = 0.0, name: str = FINAL_NAME, version: str = "1.0.0",
-                       progress: bool = True, log=print, quick: bool = False) -> Path:
+                       progress: bool = True, log=print, quick: bool = False,
+                       encoder_from: str | Path | None = None) -> Path:
     """Train member 0 on all data (resumable), collect the benchmark's VAE fold models (waiting up to
-    ``wait_seconds`` for them), and write the bundle to ``out_dir`` (replaced atomically)."""
+    ``wait_seconds`` for them), and write the bundle to ``out_dir`` (replaced atomically).
+
+    Args:
+        data_dir: the LIDC folder.
+        out_dir: the bundle folder.
+        work_dir: member 0's checkpoints.
+        benchmark_dir: the ``benchmark lidc`` run (fold members, their calibrated out-of-fold predictions, figures).
+        wait_seconds: how long to wait for the benchmark's VAE folds.
+        name: the bundle's name.
+        version: its version.
+        progress: progress bars.
+        log: a print-like function.
+        quick: the tiny settings.
+        encoder_from: a bundle whose member-0 VAE is reused (only the classifier stage is refitted), or None.
+
+    Returns:
+        ``out_dir``. The threshold is chosen on the fold members' pooled calibrated out-of-fold predictions.
+    """
     work_dir = Path(work_dir)
     dataset = load_lidc(data_dir)
     config = benchmark_configs(quick)["vae"]
@@ -91,7 +115,13 @@ def train_final_bundle(data_dir, out_dir: Path, work_dir: Path, benchmark_dir: P
         log(f"reusing {model_dir}")
     else:
         t0 = time.time()
-        primary = fit(dataset, dataset.patients, config, RunContext(progress, log=log, work_dir=work_dir / "primary"))
+        encoder = None
+        if encoder_from is not None:
+            from .encoder_reuse import bundle_encoders
+
+            encoder = bundle_encoders(encoder_from)[0]
+        primary = fit(dataset, dataset.patients, config, RunContext(progress, log=log, work_dir=work_dir / "primary"),
+                      encoder)
         primary.save(model_dir, config)
         log(f"member 0 trained on all patients in {(time.time() - t0) / 60:.1f} min")
     folds, results = [], []
@@ -109,6 +139,10 @@ def train_final_bundle(data_dir, out_dir: Path, work_dir: Path, benchmark_dir: P
                 folds.append(FittedModel.load(d / "model"))
                 results.append(json.loads((d / "result.json").read_text(encoding="utf-8")))
     summary = summarise(results) if results else None
+    threshold = None
+    if results:  # each patient predicted (calibrated) by the fold member that never saw it
+        threshold = pooled_threshold(np.concatenate([r["predictions"]["patient_label"] for r in results]),
+                                     np.concatenate([r["predictions"]["patient_prob"] for r in results]))
     card = _card(dataset, summary, len(folds), primary)
     tmp = Path(str(out_dir) + ".partial")
     if tmp.exists():
@@ -116,7 +150,7 @@ def train_final_bundle(data_dir, out_dir: Path, work_dir: Path, benchmark_dir: P
     build_bundle(tmp, name, version, primary, folds, dataset, "lidc-png", round(dataset.fov_mm(), 3), card,
                  training={"pipeline": config.to_dict(), "member_0_patients": len(dataset.patients),
                            "fold_members": len(folds)},
-                 clinical_absent_reason="LIDC-IDRI provides no clinical data")
+                 clinical_absent_reason="LIDC-IDRI provides no clinical data", threshold=threshold)
     if Path(out_dir).exists():
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)

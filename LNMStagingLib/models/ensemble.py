@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .calibration import Calibration
 from .mil import FeatureScaler, clinical_vector
 
 
@@ -58,9 +59,9 @@ class BagBatch:
 class PatientPrediction:
     """The ensemble's result for one bag."""
 
-    probability: float  # ensemble mean of the final probability
-    std: float  # ensemble standard deviation (uncertainty)
-    per_member: list[float]
+    probability: float  # ensemble mean of the members' calibrated final probabilities
+    std: float  # ensemble standard deviation of the calibrated probabilities (uncertainty)
+    per_member: list[float]  # each member's calibrated final probability
     positive: bool  # probability >= threshold
     threshold: float
     node_probabilities: dict  # node id -> ensemble mean probability over the node's patches in the bag
@@ -95,21 +96,27 @@ def node_means(probabilities, node_ids: Sequence[Hashable], nodes: Sequence[Hash
 
 
 class Ensemble:
-    """Members with their feature scalers and the calibrated threshold; runs without gradients.
+    """Members with their feature scalers, their calibrations and the threshold; runs without gradients.
 
     Args:
         members: modules with ``mil`` and ``latent(patches)`` (see the module docstring).
         scalers: one :class:`FeatureScaler` per member (raw mm features -> [0, 1]).
-        threshold: the patient decision threshold (calibrated on inner validation folds).
+        threshold: the patient decision threshold (chosen on calibrated out-of-fold predictions).
         device: where the members live.
+        calibrations: one :class:`~LNMStagingLib.models.calibration.Calibration` per member, applied to its
+            patient probability before members are averaged (None: the identity for every member).
     """
 
     def __init__(self, members: Sequence[torch.nn.Module], scalers: Sequence[FeatureScaler], threshold: float,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", calibrations: Sequence[Calibration] | None = None) -> None:
         if len(members) != len(scalers) or not members:
             raise ValueError("an ensemble needs one feature scaler per member, and at least one member")
+        calibrations = list(calibrations) if calibrations is not None else [Calibration()] * len(members)
+        if len(calibrations) != len(members):
+            raise ValueError("an ensemble needs one calibration per member")
         self.members = list(members)
         self.scalers = list(scalers)
+        self.calibrations = calibrations
         self.threshold = float(threshold)
         self.device = device
 
@@ -197,7 +204,8 @@ class Ensemble:
                 patches are encoded).
 
         Returns:
-            Tensors with a leading member axis: ``final`` (K, B), ``patient_mlp`` (K, B), ``node_max`` (K, B),
+            Tensors with a leading member axis: ``final`` (K, B) (uncalibrated), ``calibrated`` (K, B) (each
+            member's calibration applied to its ``final``), ``patient_mlp`` (K, B), ``node_max`` (K, B),
             ``patch_prob`` and ``patch_logit`` (K, B, M).
         """
         slots = np.asarray(bags.slots)
@@ -222,6 +230,7 @@ class Ensemble:
             out = member.mil(latent, self.tensor(gather_slots(features_k, slots)), valid, node_index, clinical)
             for key, value in out.items():
                 outputs.setdefault(key, []).append(value)
+            outputs.setdefault("calibrated", []).append(self.calibrations[k].apply(out["final"]))
         return {key: torch.stack(values) for key, values in outputs.items()}
 
     def _bag_latents(self, patches, slots: np.ndarray) -> list[torch.Tensor | None]:
@@ -241,7 +250,7 @@ class Ensemble:
 
     def outputs_of_bag(self, bag) -> dict[str, torch.Tensor]:
         """:meth:`bag_outputs` of one padded :class:`~LNMStagingLib.data.bags.Bag`, without the bag axis:
-        ``final``, ``patient_mlp``, ``node_max`` (K,) and ``patch_prob``, ``patch_logit`` (K, M)."""
+        ``final``, ``calibrated``, ``patient_mlp``, ``node_max`` (K,) and ``patch_prob``, ``patch_logit`` (K, M)."""
         patches = self.tensor(bag.patches)
         if patches.ndim == 3:
             patches = patches[:, None]
@@ -253,9 +262,10 @@ class Ensemble:
 
     def predict_bag(self, bag) -> PatientPrediction:
         """Ensemble prediction for one :class:`~LNMStagingLib.data.bags.Bag`, with uncertainty and the
-        probabilities of the nodes in the bag (over the bag's patches)."""
+        probabilities of the nodes in the bag (over the bag's patches). The patient probability is the mean of
+        the members' calibrated probabilities, so members on different scales neither mix nor disagree falsely."""
         out = self.outputs_of_bag(bag)
-        final = out["final"].cpu().numpy().astype(float)
+        final = out["calibrated"].cpu().numpy().astype(float)
         mean = float(final.mean())
         valid = np.asarray(bag.valid, dtype=bool)
         index = np.asarray(bag.node_index)

@@ -14,6 +14,8 @@ from ..data.dataset import PatchDataset
 from ..models.member import MEMBER_GRADCAM_LAYER, ModelMember
 from ..models.vae import VAE
 from .fitted import FittedModel
+from .gate import gate_passed
+from .threshold import choose_threshold
 from .vae_train import encode_images
 
 
@@ -44,6 +46,32 @@ def latent_directions(vae: VAE, dataset: PatchDataset) -> dict[str, list[float]]
     if "compactness" in names:
         irregular += np.argsort(np.argsort(dataset.features[:, names.index("compactness")]))
     return {"growth": direction(size), "border_irregularity": direction(irregular)}
+
+
+def pooled_threshold(y, p) -> tuple[float, str]:
+    """The ensemble's threshold: Youden J on pooled calibrated out-of-fold patient predictions.
+
+    Returns:
+        (threshold, its source as recorded in the bundle).
+    """
+    return choose_threshold(y, p), (f"Youden J on {len(np.asarray(y))} pooled out-of-fold patient predictions of "
+                                    "the Platt-calibrated fold members (each patient predicted by the member that "
+                                    "never saw it)")
+
+
+def held_out_threshold(folds: list[FittedModel], dataset: PatchDataset) -> tuple[float, str] | None:
+    """:func:`pooled_threshold` of fold members that record their held-out patients (``selection``'s
+    ``held_out_patients``), or None when none does."""
+    ys, ps = [], []
+    for fitted in folds:
+        held_out = fitted.selection.get("held_out_patients")
+        if held_out and gate_passed(fitted.selection):
+            pred = fitted.predict(dataset, held_out)
+            ys.append(pred["patient_label"])
+            ps.append(pred["patient_prob"])
+    if not ys:
+        return None
+    return pooled_threshold(np.concatenate(ys), np.concatenate(ps))
 
 
 def _render(value, key: str = "") -> str:
@@ -106,8 +134,10 @@ def card_inputs_outputs(config: BundleConfig) -> dict:
 
 def build_bundle(out_dir: Path, name: str, version: str, primary: FittedModel, folds: list[FittedModel],
                  dataset: PatchDataset, preset: str, fov_mm: float | None, card: dict,
-                 training: dict | None = None, clinical_absent_reason: str = "") -> Path:
-    """Write a bundle: member 0 = ``primary`` (role final), then the fold models (role fold).
+                 training: dict | None = None, clinical_absent_reason: str = "",
+                 threshold: tuple[float, str] | None = None) -> Path:
+    """Write a bundle: member 0 = ``primary`` (role final), then the fold models (role fold) that passed the
+    quality gate (:mod:`~LNMStagingLib.training.gate`; the dropped ones are recorded in ``training``).
 
     Args:
         out_dir: the new bundle folder (must be empty or absent).
@@ -121,6 +151,8 @@ def build_bundle(out_dir: Path, name: str, version: str, primary: FittedModel, f
         card: the model card's sections (inputs and outputs are added from the config).
         training: provenance recorded in ``config.training``.
         clinical_absent_reason: why there are no clinical inputs, when there are none.
+        threshold: (threshold, source) chosen on the calibrated ensemble's out-of-fold predictions
+            (:func:`pooled_threshold`); None: member 0's own (on its calibrated inner out-of-fold predictions).
 
     Returns:
         ``out_dir``.
@@ -128,13 +160,22 @@ def build_bundle(out_dir: Path, name: str, version: str, primary: FittedModel, f
     from ..imaging.patches import PatchConfig
     from ..imaging.presets import get_preset
 
-    members = [member_from_fitted(primary)] + [member_from_fitted(f) for f in folds]
+    kept = [(k, fitted) for k, fitted in enumerate(folds) if gate_passed(fitted.selection)]
+    members = [member_from_fitted(primary)] + [member_from_fitted(f) for _, f in kept]
     mil = primary.mil.config
-    specs = [MemberSpec(file="members/member_0.safetensors", role="final", fold=None, threshold=primary.threshold)]
-    for k, fitted in enumerate(folds):
-        specs.append(MemberSpec(file=f"members/member_{k + 1}.safetensors", role="fold", fold=k,
+    specs = [MemberSpec(file="members/member_0.safetensors", role="final", fold=None, threshold=primary.threshold,
+                        calibration=primary.calibration.to_dict())]
+    for index, (k, fitted) in enumerate(kept):
+        specs.append(MemberSpec(file=f"members/member_{index + 1}.safetensors", role="fold", fold=k,
                                 feature_min=list(fitted.scaler.minimum), feature_max=list(fitted.scaler.maximum),
-                                mil=fitted.mil.config, threshold=fitted.threshold))
+                                mil=fitted.mil.config, threshold=fitted.threshold,
+                                calibration=fitted.calibration.to_dict()))
+    gate = {"member_0": primary.selection.get("quality_gate", {"passed": True, "attempts": []}),
+            "fold_members": {str(k): f.selection.get("quality_gate", {"passed": True, "attempts": []})
+                             for k, f in enumerate(folds)},
+            "dropped_fold_members": [k for k, f in enumerate(folds) if not gate_passed(f.selection)]}
+    threshold_value, threshold_source = threshold or (
+        float(primary.threshold), primary.selection.get("threshold_source", "inner validation"))
     patch_size = primary.encoder.config.patch_size
     sampling = PatchConfig(size=patch_size, fov_mm=fov_mm, max_patches=mil.max_patches)
     config = BundleConfig(
@@ -144,8 +185,8 @@ def build_bundle(out_dir: Path, name: str, version: str, primary: FittedModel, f
         patch_sampling=sampling,
         feature_min=list(primary.scaler.minimum),
         feature_max=list(primary.scaler.maximum),
-        threshold=float(primary.threshold),
-        threshold_source=primary.selection.get("threshold_source", "inner validation"),
+        threshold=float(threshold_value),
+        threshold_source=threshold_source,
         latent_directions=latent_directions(primary.encoder, dataset),
         gradcam_layer=MEMBER_GRADCAM_LAYER,
         vae=primary.encoder.config,
@@ -159,6 +200,7 @@ def build_bundle(out_dir: Path, name: str, version: str, primary: FittedModel, f
             "clinical_inputs_absent": clinical_absent_reason,
             # every member trained on a subset of these patients: lets `evaluate` flag in-sample data
             TRAINING_PATIENTS_KEY: patient_fingerprints(dataset.patients),
+            "quality_gate": gate,
             **(training or {}),
         },
     )

@@ -11,6 +11,7 @@ import torch
 
 from ..data.dataset import PatchDataset
 from ..data.predict import predict_dataset
+from ..models.calibration import Calibration
 from ..models.cnn import CNNEncoder
 from ..models.ensemble import Ensemble
 from ..models.member import EncoderMember
@@ -20,12 +21,14 @@ from .config import PipelineConfig
 
 # what a fold result.json keeps of the predictions (the per-slice probabilities would make it large)
 FITTED_PREDICTION_KEYS = ("patient_id", "patient_prob", "patient_label", "patient_mlp", "patient_max", "nodule_id",
-                          "nodule_prob", "nodule_label", "nodule_patient")
-
+                          "nodule_prob", "nodule_label", "nodule_patient", "patient_prob_uncalibrated")
 
 
 @dataclass
 class FittedModel:
+    """Encoder + MIL classifier + scaler, the patient threshold (on calibrated probabilities) and the
+    calibration of the patient probability (fitted on the inner out-of-fold predictions)."""
+
     method: str
     encoder: torch.nn.Module | None
     mil: MILModel
@@ -33,6 +36,7 @@ class FittedModel:
     threshold: float
     selection: dict
     history: dict
+    calibration: Calibration = Calibration()
 
     @property
     def mil_config(self) -> MILConfig:
@@ -40,7 +44,8 @@ class FittedModel:
 
     def ensemble(self) -> Ensemble:
         """This model as a one-member :class:`Ensemble` (the forward path of bundles and evaluation)."""
-        return Ensemble([EncoderMember(self.encoder, self.mil.eval())], [self.scaler], self.threshold)
+        return Ensemble([EncoderMember(self.encoder, self.mil.eval())], [self.scaler], self.threshold,
+                        calibrations=[self.calibration])
 
     def predict(self, dataset: PatchDataset, patients=None) -> dict:
         """Slice, nodule and patient probabilities for ``patients`` (default: all); see
@@ -60,6 +65,7 @@ class FittedModel:
                       str(directory / "encoder.safetensors"))
         meta = {"method": self.method, "mil": self.mil.config.to_dict(), "scaler": self.scaler.to_dict(),
                 "threshold": self.threshold, "selection": self.selection, "history": self.history,
+                "calibration": self.calibration.to_dict(),
                 "pipeline": pipeline.to_dict()}
         (directory / "fitted.json").write_text(json.dumps(meta, indent=1, default=float), encoding="utf-8")
 
@@ -78,7 +84,7 @@ class FittedModel:
             encoder.eval()
         mil.eval()
         return cls(meta["method"], encoder, mil, FeatureScaler.from_dict(meta["scaler"]), float(meta["threshold"]),
-                   meta["selection"], meta["history"])
+                   meta["selection"], meta["history"], Calibration.from_dict(meta.get("calibration")))
 
 
 def new_encoder(method: str, config: PipelineConfig) -> torch.nn.Module | None:

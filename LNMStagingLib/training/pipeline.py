@@ -6,7 +6,10 @@
 3. synthetic positive patients (TorchIO augmentation of their patches, re-encoded) and oversampling;
 4. inner patient-grouped stratified folds of the training patients choose the MIL hyperparameters (small
    grid), the number of epochs and the decision threshold; the test patients are never seen;
-5. the MIL classifier retrained on all training patients for the chosen number of epochs.
+5. the MIL classifier retrained on all training patients for the chosen number of epochs, checked by the
+   collapse and quality gate (:mod:`~LNMStagingLib.training.gate`; retrained with another seed when collapsed);
+6. Platt calibration of the patient probability on the inner out-of-fold predictions, and the threshold
+   chosen on the calibrated ones.
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ import torch.nn.functional as F
 
 from ..data.dataset import PatchDataset
 from ..data.splits import holdout_split, patient_folds
+from ..models.calibration import fit_platt
 from ..models.ensemble import node_means
 from ..models.mil import PAPER_CLINICAL, ClinicalSpec, FeatureScaler, MILConfig, MILModel
 from .cnn_train import train_cnn
 from .config import PipelineConfig, split_overrides
 from .context import RunContext
 from .fitted import FittedModel
+from .gate import RETRIES, SEED_STEP, judge
 from .mil_data import make_mil_data, synthetic_patients
 from .mil_train import MILData, predict_mil, train_mil
 from .seed import seed_everything
@@ -232,20 +237,36 @@ def fit(dataset: PatchDataset, train_patients, config: PipelineConfig, context: 
                         "inner_best_auc": aucs, "oof": oof, "node_y": node_y, "node_p": node_p})
         log(f"  {config.method}: MIL grid {gi} {overrides}: inner pooled AUC {pooled:.3f}, epochs {epochs}")
     best = max(results, key=lambda r: (np.nan_to_num(r["inner_pooled_auc"], nan=-1.0)))
-    threshold = choose_threshold(y_train, best["oof"])
+    # calibration on this model's inner out-of-fold predictions, then the threshold on the calibrated ones
+    calibration = fit_platt(y_train, best["oof"])
+    threshold = choose_threshold(y_train, calibration.apply(best["oof"]))
     node_threshold = choose_threshold(best["node_y"], best["node_p"]) if len(set(best["node_y"])) == 2 else 0.5
     n_epochs = int(np.median(best["inner_epochs"]))
     mil_over, train_over = split_overrides(best["overrides"])
     mil_config = replace(mil_template, **mil_over)
     parts = [data] + ([synth] if synth is not None else [])
-    mil, _ = train_mil(MILData.concat(parts), None, mil_config,
-                       replace(config.mil_train, **train_over, seed=config.seed), device, fixed_epochs=n_epochs)
+    attempts = []
+    for attempt in range(RETRIES + 1):
+        seed = config.seed + attempt * SEED_STEP
+        mil, _ = train_mil(MILData.concat(parts), None, mil_config,
+                           replace(config.mil_train, **train_over, seed=seed), device, fixed_epochs=n_epochs)
+        verdict = judge(predict_mil(mil, data, device)["final"], best["oof"], best["inner_pooled_auc"], seed)
+        attempts.append(verdict)
+        if verdict["passed"] or not verdict["retry"]:
+            break
+        log(f"  {config.method}: quality gate: {'; '.join(verdict['reasons'])}; retrained with seed "
+            f"{config.seed + (attempt + 1) * SEED_STEP}")
+    if not attempts[-1]["passed"]:
+        log(f"  {config.method}: quality gate FAILED ({'; '.join(attempts[-1]['reasons'])})")
     selection = {
         "overrides": best["overrides"], "epochs": n_epochs, "threshold": threshold,
-        "threshold_source": "Youden J on pooled inner-fold out-of-fold patient predictions",
+        "threshold_source": "Youden J on the Platt-calibrated pooled inner-fold out-of-fold patient predictions",
+        "calibration": calibration.to_dict(),
+        "calibration_source": "Platt scaling fitted on the pooled inner-fold out-of-fold patient predictions",
+        "quality_gate": {"passed": bool(attempts[-1]["passed"]), "attempts": attempts},
         "node_threshold": node_threshold,
         "grid": [{k: v for k, v in r.items() if k not in ("oof", "node_y", "node_p")} for r in results],
         "encoder_train_patients": len(enc_train), "encoder_val_patients": len(enc_val),
         "mil_seconds": time.time() - t0,
     }
-    return FittedModel(config.method, encoder, mil.cpu().eval(), scaler, threshold, selection, info)
+    return FittedModel(config.method, encoder, mil.cpu().eval(), scaler, threshold, selection, info, calibration)

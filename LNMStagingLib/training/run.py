@@ -11,6 +11,8 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import BundleError, InputError
 from .config import PipelineConfig
 from .context import RunContext
@@ -148,9 +150,12 @@ def train_members(dataset, config: PipelineConfig, n_folds: int, seed: int, cont
     folds = []
     if n_folds > 0:
         splits = patient_folds(patients, [labels[p] for p in patients], max(n_folds, 2), seed)
-        for k, (train, _) in enumerate(splits[:n_folds]):
+        for k, (train, test) in enumerate(splits[:n_folds]):
             context.log(f"fold member {k + 1}/{n_folds}")
-            folds.append(fit(dataset, train, config, replace(context, work_dir=None), encoder))
+            fitted = fit(dataset, train, config, replace(context, work_dir=None), encoder)
+            # the ensemble's threshold is chosen on these patients' calibrated predictions (bundling)
+            fitted.selection["held_out_patients"] = np.asarray(test).tolist()
+            folds.append(fitted)
     return primary, folds
 
 
@@ -158,7 +163,7 @@ def write_trained_bundle(out: Path, name: str, version: str, primary: FittedMode
                          dataset, preset: str, fov: float | None, config: PipelineConfig, source: str,
                          command: str) -> Path:
     """The bundle of ``lnmstaging train`` with a card naming the command and the data."""
-    from .bundling import build_bundle
+    from .bundling import build_bundle, held_out_threshold
 
     card = {
         "summary": f"VAE-MLP trained with `{command}`.",
@@ -169,7 +174,8 @@ def write_trained_bundle(out: Path, name: str, version: str, primary: FittedMode
     }
     return build_bundle(out, name, version, primary, folds, dataset, preset, fov, card,
                         training={"pipeline": config.to_dict(), "command": command},
-                        clinical_absent_reason="" if dataset.clinical else "no clinical data in the training data")
+                        clinical_absent_reason="" if dataset.clinical else "no clinical data in the training data",
+                        threshold=held_out_threshold(folds, dataset))
 
 
 def check_bundle_folder(out: Path) -> None:

@@ -30,7 +30,7 @@ def tiny_pipeline_config(seed: int = 0) -> PipelineConfig:
         vae=VAEConfig(base=4, latent_size=4),
         vae_train=VAETrainConfig(epochs=4, min_epochs=2, patience=2, batch_size=32, seed=seed),
         mil={"patch_hidden": 16, "patient_hidden": 8},
-        mil_train=MILTrainConfig(epochs=15, seed=seed),
+        mil_train=MILTrainConfig(epochs=40, seed=seed),  # 15 left fold members collapsed (the quality gate)
         mil_grid=[{"eta": 0.8}],
         inner_folds=2,
         synthetic_patients=4,

@@ -128,19 +128,30 @@ def test_benchmark_quick_runs_all_methods_on_the_same_folds(synthetic_data, tmp_
     from LNMStagingLib.evaluation.benchmark import run_benchmark
 
     out = tmp_path / "bench"
-    path = run_benchmark(synthetic_data, out, methods=("size", "vae"), n_folds=2, quick=True, progress=False,
+    methods = ("area", "logreg", "size", "vae")
+    path = run_benchmark(synthetic_data, out, methods=methods, n_folds=2, quick=True, progress=False,
                          command="test", log=lambda *_: None, n_boot=50)
     table = path.read_text(encoding="utf-8")
     assert "Size-only" in table and "VAE-MLP (Gaussian)" in table and "Wall time" in table
+    assert "Largest lesion area (pixels)" in table and "Logistic regression on five simple features" in table
+    assert "fold mean" in table and "pooled" in table
+    summary = json.loads((out / "summary.json").read_text())
+    for other in ("area", "logreg", "size"):  # paired bootstrap of the VAE-MLP's AUC difference, every patient
+        comparison = summary["comparisons"][other]
+        assert comparison["patients"] == 40
+        assert comparison["ci95"][0] <= comparison["pooled_difference"] <= comparison["ci95"][1]
+    vae_fold = json.loads((out / "vae" / "fold_0" / "result.json").read_text())
+    assert vae_fold["selection"]["calibration"]["method"] == "platt"
+    assert "passed" in vae_fold["selection"]["quality_gate"]
     tests = {}
-    for method in ("size", "vae"):
+    for method in methods:
         for k in range(2):
             result = json.loads((out / method / f"fold_{k}" / "result.json").read_text())
             assert not set(result["train_patients"]) & set(result["test_patients"])
             tests.setdefault(k, set()).add(tuple(result["test_patients"]))
     assert all(len(v) == 1 for v in tests.values())  # same folds for every method
     mtime = (out / "vae" / "fold_0" / "result.json").stat().st_mtime
-    run_benchmark(synthetic_data, out, methods=("size", "vae"), n_folds=2, quick=True, progress=False,
+    run_benchmark(synthetic_data, out, methods=methods, n_folds=2, quick=True, progress=False,
                   command="test", log=lambda *_: None, n_boot=50)
     assert (out / "vae" / "fold_0" / "result.json").stat().st_mtime == mtime  # resumed, not redone
 
