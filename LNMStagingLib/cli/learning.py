@@ -153,7 +153,8 @@ def _evaluate(args) -> int:
                   file=sys.stderr)
     nodule = f"nodule AUC {n['auc']:.3f}, " if n else ""
     print(f"{bundle.name}: {nodule}patient AUC {p['auc']:.3f} "
-          f"(sens {p['sensitivity']:.3f}, spec {p['specificity']:.3f}) -> {args.out}")
+          f"(sens {p['sensitivity']:.3f}, spec {p['specificity']:.3f}, uncertain "
+          f"{100 * p['uncertain_fraction']:.0f}%) -> {args.out}")
     return 0
 
 

@@ -29,7 +29,7 @@ def predict_dataset(ensemble: Ensemble, dataset: PatchDataset, patients=None, ba
         ``slice_prob`` (K, N) for the selected slices; per nodule (sorted ids) ``nodule_id``, ``nodule_prob``
         (member mean), ``nodule_std`` (member SD), ``nodule_label``, ``nodule_patient``; per patient
         ``patient_id``, ``patient_prob`` and ``patient_std`` (member mean and SD of the calibrated final probability),
-        ``patient_prob_uncalibrated`` (member mean before calibration),
+        ``patient_prob_uncalibrated`` (member mean before calibration), ``patient_per_member`` (K, B) calibrated,
         ``patient_mlp``, ``patient_max`` (member means) and ``patient_label``.
     """
     patients = np.unique(dataset.patient_id) if patients is None else np.asarray(list(patients))
@@ -59,6 +59,7 @@ def predict_dataset(ensemble: Ensemble, dataset: PatchDataset, patients=None, ba
         "patient_prob": final.mean(0),
         "patient_std": final.std(0),
         "patient_prob_uncalibrated": out["final"].cpu().numpy().mean(0),
+        "patient_per_member": final,
         "patient_mlp": out["patient_mlp"].cpu().numpy().mean(0),
         "patient_max": out["node_max"].cpu().numpy().mean(0),
         "patient_label": np.asarray([int(patient_labels[p]) for p in patients]),

@@ -26,6 +26,24 @@ def _level_metrics(y, p, std, threshold: float, groups, n_boot: int) -> dict:
     return metrics
 
 
+def calibration_summary(bundle: ModelBundle) -> dict:
+    """The calibration ``evaluate`` applied: each member's Platt scaling, before the members are averaged."""
+    calibrations = [c.to_dict() for c in bundle.ensemble.calibrations]
+    identity = all(c.is_identity for c in bundle.ensemble.calibrations)
+    return {"method": "none (bundle without calibration)" if identity else
+            "Platt scaling of each member's patient probability (fitted on its inner out-of-fold predictions), "
+            "applied before the members are averaged", "members": calibrations}
+
+
+def uncertain_flags(pred: dict, threshold: float) -> np.ndarray:
+    """Each patient's uncertainty flag, exactly as ``lnmstaging predict`` sets it (calibrated probabilities)."""
+    from ..prediction.pipeline import uncertainty_reasons
+
+    per_member = np.asarray(pred["patient_per_member"])
+    return np.asarray([bool(uncertainty_reasons(float(p), per_member[:, b].tolist(), threshold))
+                       for b, p in enumerate(pred["patient_prob"])], dtype=bool)
+
+
 def _model_summary(bundle: ModelBundle) -> dict:
     return {"name": bundle.name, "version": bundle.version, "path": str(bundle.path),
             "manifest_sha256": bundle.manifest_sha256, "members": bundle.n_members,
@@ -66,6 +84,10 @@ def evaluate_bundle(bundle: ModelBundle, data_dir: str | Path, n_boot: int = 100
         "patient": _level_metrics(pred["patient_label"], pred["patient_prob"], pred["patient_std"],
                                   bundle.threshold, pred["patient_id"], n_boot),
     }
+    uncertain = uncertain_flags(pred, bundle.threshold)
+    result["patient"]["uncertain_fraction"] = float(uncertain.mean()) if len(uncertain) else 0.0
+    result["patient"]["uncertain_patients"] = int(uncertain.sum())
+    result["patient"]["calibration"] = calibration_summary(bundle)
     if plots_dir is not None:
         _write_plots(plots_dir, {lvl: (pred[f"{lvl}_label"], pred[f"{lvl}_prob"]) for lvl in ("nodule", "patient")},
                      bundle.name)
@@ -135,6 +157,8 @@ def evaluate_bundle_on_cohort(bundle: ModelBundle, manifest: str | Path, n_boot:
     ids = np.asarray([r.patient_id for r in rows])
     metrics = _level_metrics(y, p, np.asarray([r.std for r in rows]), bundle.threshold, ids, n_boot)
     metrics["uncertain_patients"] = int(sum(r.uncertain for r in rows))
+    metrics["uncertain_fraction"] = metrics["uncertain_patients"] / len(rows) if rows else 0.0
+    metrics["calibration"] = calibration_summary(bundle)
     if plots_dir is not None:
         _write_plots(plots_dir, {"patient": (y, p)}, bundle.name)
     result = {

@@ -134,6 +134,7 @@ def extract_patches(prepared: PreparedCase, config: PatchConfig | None = None) -
     mask_background = bool(prepared.preset and prepared.preset.mask_background)
     grid_to_source = prepared.grid_to_source_index
     patches: list[Patch] = []
+    places: list[tuple[float, float]] = []  # (row j, column i) of each patch's cross-section centre on the grid
     for node in prepared.nodes:
         areas = slice_areas_mm2(node.mask, spacing)
         largest = int(np.argmax(areas))
@@ -155,7 +156,11 @@ def extract_patches(prepared: PreparedCase, config: PatchConfig | None = None) -
             patch_to_grid = np.array([[step[0], 0, 0, start[0]], [0, step[1], 0, start[1]], [0, 0, 1, k], [0, 0, 0, 1.0]])
             patches.append(Patch(node.node_id, node.segment_name, k, float(areas[local_k]), local_k == largest,
                                  image.astype(np.float32), mask, grid_to_source @ patch_to_grid))
-    order = sorted(range(len(patches)), key=lambda p: (-patches[p].area_mm2, patches[p].node_id, patches[p].slice_index))
+            places.append((round(float(centre[1]), 6), round(float(centre[0]), 6)))
+    # largest first; equal areas are ordered by where the cross-section lies (slice, row, column), never by the
+    # label numbers: renumbering the nodes must not change which patches enter the patient bag
+    order = sorted(range(len(patches)), key=lambda p: (-patches[p].area_mm2, patches[p].slice_index, *places[p],
+                                                       patches[p].node_id))
     patches = [patches[p] for p in order]
     return PatchSet(patches, config, bag=list(range(min(config.max_patches, len(patches)))))
 

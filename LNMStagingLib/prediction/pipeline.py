@@ -84,7 +84,17 @@ def bundle_settings(bundle: ModelBundle) -> tuple[Preset, PatchConfig]:
     return bundle.config.preprocessing, bundle.config.patch_sampling
 
 
-def _uncertainty(probability: float, per_member: list[float], threshold: float) -> list[str]:
+def uncertainty_reasons(probability: float, per_member: list[float], threshold: float) -> list[str]:
+    """Why a patient's result is flagged uncertain (empty: not uncertain).
+
+    Args:
+        probability: the ensemble's (calibrated) patient probability.
+        per_member: each member's calibrated probability (disagreement is judged on these).
+        threshold: the decision threshold.
+
+    Returns:
+        The reasons: the probability in :data:`UNCERTAIN_RANGE`, members on both sides of the threshold.
+    """
     reasons = []
     low, high = UNCERTAIN_RANGE
     if low <= probability <= high:
@@ -93,6 +103,30 @@ def _uncertainty(probability: float, per_member: list[float], threshold: float) 
     if 0 < above < len(per_member):
         reasons.append(f"the ensemble disagrees: {above} of {len(per_member)} members at or above the threshold {threshold:.2f}")
     return reasons
+
+
+def left_out_of_bag(inputs, bag_nodes: list[int]) -> list[dict]:
+    """The usable nodes that none of the patient bag's patches come from, each with the reason.
+
+    Args:
+        inputs: the prepared inputs (their patches, largest first; the bag is the first ``max_patches``).
+        bag_nodes: the node ids in the bag.
+
+    Returns:
+        ``{"node_id", "segment_name", "reason"}`` per left-out node, in measurement order.
+    """
+    patches = inputs.patch_set.patches
+    size = inputs.patch_config.max_patches
+    smallest = min((p.area_mm2 for p in patches[:size]), default=0.0)
+    out = []
+    for m in inputs.usable:
+        if m.node_id in bag_nodes:
+            continue
+        largest = max(p.area_mm2 for p in patches if p.node_id == m.node_id)
+        out.append({"node_id": int(m.node_id), "segment_name": m.segment_name,
+                    "reason": f"none of its cross-sections is among the patient's {size} largest (the patient bag): "
+                              f"its largest is {largest:.1f} mm2, the bag's smallest {smallest:.1f} mm2"})
+    return out
 
 
 def predict_case(
@@ -181,11 +215,12 @@ def assemble(case: Case, bundle: ModelBundle, inputs: PreparedInputs, inference:
         traversals[m.node_id] = {name: explanations.frames[name][row] for name in explanations.frames}
     patient = inference.patient
     per_member = [float(p) for p in patient.per_member]
-    reasons = _uncertainty(patient.probability, per_member, patient.threshold)
+    reasons = uncertainty_reasons(patient.probability, per_member, patient.threshold)
     patient_result = PatientResult(
         probability=float(patient.probability), std=float(patient.std), per_member=per_member,
         threshold=float(patient.threshold), positive=bool(patient.positive), uncertain=bool(reasons),
         uncertainty_reasons=reasons, clinical=inference.clinical_use, nodes_in_bag=inference.bag_nodes,
+        nodes_left_out_of_bag=left_out_of_bag(inputs, inference.bag_nodes),
     )
     image = case.image
     input_info = {

@@ -16,7 +16,7 @@ h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;padding-botto
 .result{font-size:1.1em;padding:10px 14px;border-radius:4px;border:1px solid #bbb;background:#f6f6f6}
 .uncertain{color:#a15c00;font-weight:bold}
 table{border-collapse:collapse;font-size:0.82em;display:block;max-width:100%;overflow-x:auto}td,th{border:1px solid #ccc;padding:3px 5px;text-align:right}
-th{background:#eee}td.name{text-align:left}.yes{color:#b00020;font-weight:bold}.no{color:#555}
+th{background:#eee}td.name{text-align:left}.yes{color:#b00020;font-weight:bold}.no{color:#555}.plain{color:#222}
 .node{margin:14px 0;padding:10px;border:1px solid #ddd;border-radius:4px}
 .node img{image-rendering:pixelated;margin-right:10px;vertical-align:top}
 figure{display:inline-block;margin:4px 12px 4px 0}figcaption{font-size:0.8em;color:#555}
@@ -29,7 +29,13 @@ def _e(value: Any) -> str:
 
 
 def _flag(value: bool) -> str:
+    """A criterion's answer: "yes" marks a suspicious finding (red)."""
     return '<span class="yes">yes</span>' if value else '<span class="no">no</span>'
+
+
+def _plain(value: bool) -> str:
+    """A yes/no that is not a finding (e.g. "in patient bag"): never coloured like one."""
+    return f'<span class="plain">{"yes" if value else "no"}</span>'
 
 
 def _patient_section(result: PredictionResult) -> str:
@@ -58,15 +64,19 @@ def _node_table(result: PredictionResult) -> str:
             f"<td>{node.compactness:.3f}</td><td>{node.heterogeneity_cv:.3f}</td>"
             f"<td>{_flag(esgar['round'])}</td><td>{_flag(esgar['irregular_border'])}</td>"
             f"<td>{_flag(esgar['heterogeneous'])}</td><td>{_flag(esgar['suspicious'])}</td>"
-            f"<td>{_flag(node.criteria['lateral_short_axis_7mm'])}</td><td>{_flag(node.in_patient_bag)}</td></tr>"
+            f"<td>{_flag(node.criteria['lateral_short_axis_7mm'])}</td><td>{_plain(node.in_patient_bag)}</td></tr>"
         )
     skipped = "".join(f"<li>{_e(s['segment_name'])}: {_e(s['reason'])}</li>" for s in result.skipped_nodes)
+    left_out = "".join(f"<li>node {s['node_id']} ({_e(s['segment_name'])}): {_e(s['reason'])}</li>"
+                       for s in result.patient.nodes_left_out_of_bag)
     return f"""<h2>Nodes</h2>
 <table><tr><th>id</th><th>segment</th><th>probability &plusmn; SD</th><th>short axis mm</th><th>long axis mm</th>
 <th>ratio</th><th>convexity</th><th>compactness</th><th>intensity CV</th><th>round</th><th>irregular border</th>
 <th>heterogeneous</th><th>ESGAR suspicious</th><th>lateral &ge; 7 mm</th><th>in patient bag</th></tr>
 {''.join(rows)}</table>
-{'<p>No prediction for:</p><ul>' + skipped + '</ul>' if skipped else ''}"""
+{'<p>No prediction for:</p><ul>' + skipped + '</ul>' if skipped else ''}
+{'<p>Not in the patient bag (the patient probability does not use them):</p><ul>' + left_out + '</ul>'
+ if left_out else ''}"""
 
 
 def _node_panels(result: PredictionResult) -> str:

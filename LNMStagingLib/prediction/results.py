@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -91,6 +91,8 @@ class PatientResult:
     uncertainty_reasons: list[str]
     clinical: ClinicalUse
     nodes_in_bag: list[int]  # node ids whose patches entered the patient bag (at most max_patches patches)
+    # the usable nodes none of whose patches entered the bag: {"node_id", "segment_name", "reason"}
+    nodes_left_out_of_bag: list[dict] = field(default_factory=list)
 
     @property
     def decision(self) -> str:
@@ -268,6 +270,7 @@ class PredictionResult:
                 "uncertain_range": list(UNCERTAIN_RANGE),
                 "clinical": patient.clinical.to_dict(),
                 "nodes_in_bag": list(patient.nodes_in_bag),
+                "nodes_left_out_of_bag": list(patient.nodes_left_out_of_bag),
                 **context,
             },
             "nodes": [node.to_dict() for node in self.nodes],

@@ -42,6 +42,13 @@ def test_evaluate_writes_the_metrics_contract(tiny, synthetic_data, tmp_path):
         assert 0.0 <= metrics[level]["auc"] <= 1.0
     assert metrics["model"]["name"] == "tiny-synthetic" and metrics["model"]["members"] == 2
     assert metrics["patient"]["n"] == metrics["data"]["patients"]
+    # the share flagged uncertain, judged as `predict` does, and the per-member calibration applied
+    assert 0.0 <= metrics["patient"]["uncertain_fraction"] <= 1.0
+    assert metrics["patient"]["uncertain_patients"] == round(metrics["patient"]["uncertain_fraction"]
+                                                             * metrics["patient"]["n"])
+    calibration = metrics["patient"]["calibration"]
+    assert len(calibration["members"]) == 2 and all(c["method"] == "platt" and c["fitted_on"] > 0
+                                                    for c in calibration["members"])
 
 
 def test_evaluate_flags_patients_the_bundle_trained_on(tiny, synthetic_data, tmp_path, capsys):
