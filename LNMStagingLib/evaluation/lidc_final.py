@@ -35,6 +35,9 @@ def _card(dataset, summary: dict | None, n_folds_found: int, primary: FittedMode
             "with per-slice size/border features.",
             "Not for clinical decisions; not validated on lymph nodes, MRI or other scanners.",
         ],
+        # read by prediction/inputs.py: a lymph-node case is not this model's intended input (said beside P)
+        "intended_input": {"description": "CT lung nodules (LIDC-IDRI, preset lidc-png)", "modality": "CT",
+                           "lymph_nodes": False},
         "data": {
             "source": "LIDC-IDRI (Armato et al., Med Phys 2011; TCIA, CC BY 3.0), solid nodules, 64x64 slices "
                       "via MaximoDouglas/pulmonary-nodule-classification",

@@ -56,6 +56,24 @@ def check_intended_input(bundle: ModelBundle, declared_preset: str | None = None
         )
 
 
+def input_caveats(bundle: ModelBundle) -> list[str]:
+    """What makes a lymph-node case not this model's intended input, from the model card's ``intended_input``
+    (``{"description": ..., "lymph_nodes": false}``): said in the result's headline, beside the probability.
+
+    Args:
+        bundle: the loaded bundle.
+
+    Returns:
+        One sentence per caveat (empty: the card declares lymph nodes, or declares nothing).
+    """
+    intended = bundle.card.get("intended_input")
+    if not isinstance(intended, dict) or intended.get("lymph_nodes", True):
+        return []
+    trained = intended.get("description") or "other lesions"
+    return [f"not this model's intended input: it was trained on {trained}, not on lymph nodes, so this probability "
+            "is not a validated lymph node metastasis probability"]
+
+
 def clinical_inputs(bundle: ModelBundle, clinical: ClinicalData | None) -> tuple[dict[str, float | None], ClinicalUse]:
     """The clinical values a bundle's model receives, and what the report says about them.
 

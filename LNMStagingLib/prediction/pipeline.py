@@ -22,7 +22,7 @@ from ..imaging.patches import PatchConfig
 from ..imaging.presets import Preset
 from ..io.cohort import ClinicalData
 from . import criteria
-from .inputs import load_bundle_for_case
+from .inputs import input_caveats, load_bundle_for_case
 from .results import (
     UNCERTAIN_RANGE,
     ModelInfo,
@@ -220,7 +220,7 @@ def assemble(case: Case, bundle: ModelBundle, inputs: PreparedInputs, inference:
         probability=float(patient.probability), std=float(patient.std), per_member=per_member,
         threshold=float(patient.threshold), positive=bool(patient.positive), uncertain=bool(reasons),
         uncertainty_reasons=reasons, clinical=inference.clinical_use, nodes_in_bag=inference.bag_nodes,
-        nodes_left_out_of_bag=left_out_of_bag(inputs, inference.bag_nodes),
+        nodes_left_out_of_bag=left_out_of_bag(inputs, inference.bag_nodes), input_caveats=input_caveats(bundle),
     )
     image = case.image
     input_info = {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import json
 from typing import Any
 
 from .imaging import data_uri, overlay, strip, to_uint8, top_fraction, upscale
@@ -45,10 +44,11 @@ def _patient_section(result: PredictionResult) -> str:
                  "Expert review is recommended (Keel et al. 2025, section 4.4).</p>") if patient.uncertain else \
         f"<p>Not flagged as uncertain (probability outside {low}-{high} and the ensemble agrees).</p>"
     clinical = patient.clinical
+    caveats = "".join(f'<br><span class="uncertain">Caution: {_e(c)}.</span>' for c in patient.input_caveats)
     return f"""<h2>Patient</h2>
 <div class="result">Probability of lymph node metastasis: <b>{patient.probability:.3f}</b>
 (ensemble SD {patient.std:.3f}, {len(patient.per_member)} members) &mdash; decision at the model's threshold
-{patient.threshold:.3f}: <b>{_e(patient.decision)}</b></div>
+{patient.threshold:.3f}: <b>{_e(patient.decision)}</b>{caveats}</div>
 {uncertain}
 <p>Clinical data: {_e(clinical.note)}.</p>"""
 
@@ -109,8 +109,21 @@ def _criteria_section(result: PredictionResult) -> str:
     return f"<h2>Radiological criteria</h2><ul>{items}</ul>"
 
 
-def _card_value(value: Any) -> str:
-    return _e(value) if isinstance(value, str) else "<pre>" + _e(json.dumps(value, indent=1, default=str)) + "</pre>"
+def _card_value(value: Any, key: str = "") -> str:
+    """A model-card value as a reader sees it: text, a list, or a two-column table (nested values inside);
+    a number pair is "mean ± SD" under a ``*_mean_sd`` key, else an interval."""
+    if isinstance(value, dict):
+        rows = "".join(f"<tr><th class='name'>{_e(str(k).replace('_', ' '))}</th>"
+                       f"<td class='name'>{_card_value(v, str(k))}</td></tr>" for k, v in value.items())
+        return f"<table>{rows}</table>"
+    if isinstance(value, list | tuple):
+        if len(value) == 2 and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+            return _e(f"{value[0]:.3f} ± {value[1]:.3f}" if key.endswith("mean_sd") else
+                      f"[{value[0]:.3f}, {value[1]:.3f}]")
+        return "<ul>" + "".join(f"<li>{_card_value(v)}</li>" for v in value) + "</ul>"
+    if isinstance(value, float):
+        return _e(f"{value:.3f}")
+    return _e(value)
 
 
 def _model_section(result: PredictionResult) -> str:

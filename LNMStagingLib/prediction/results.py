@@ -93,6 +93,8 @@ class PatientResult:
     nodes_in_bag: list[int]  # node ids whose patches entered the patient bag (at most max_patches patches)
     # the usable nodes none of whose patches entered the bag: {"node_id", "segment_name", "reason"}
     nodes_left_out_of_bag: list[dict] = field(default_factory=list)
+    # why this case is not the model's intended input (prediction/inputs.py input_caveats): said beside P
+    input_caveats: list[str] = field(default_factory=list)
 
     @property
     def decision(self) -> str:
@@ -271,6 +273,7 @@ class PredictionResult:
                 "clinical": patient.clinical.to_dict(),
                 "nodes_in_bag": list(patient.nodes_in_bag),
                 "nodes_left_out_of_bag": list(patient.nodes_left_out_of_bag),
+                "input_caveats": list(patient.input_caveats),
                 **context,
             },
             "nodes": [node.to_dict() for node in self.nodes],

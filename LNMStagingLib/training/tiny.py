@@ -72,6 +72,7 @@ def _build(out_dir: Path, seed: int, n_members: int) -> Path:
     card = {
         "summary": "Tiny synthetic test model: trained for seconds on synthetic blobs. NOT for any real use.",
         "intended_use": "Software tests of the prediction command and the Slicer module only.",
+        "intended_input": {"description": "synthetic blobs (software tests)", "lymph_nodes": False},
         "data": {"source": "LNMStagingLib.synthetic.nodules.make_synthetic_nodules", "seed": seed,
                  "patients": int(len(patients)), "slices": int(len(dataset))},
         "evaluation": {"note": "none: this model is not evaluated"},

@@ -353,3 +353,18 @@ def test_html_states_training_data_and_intended_use_even_when_the_card_lacks_the
     monkeypatch.setattr(report_html, "UNCERTAIN_RANGE", (0.25, 0.75))
     calm = dataclasses.replace(bare, patient=dataclasses.replace(bare.patient, uncertain=False))
     assert "probability outside 0.25-0.75" in report_html.render_html(calm)
+
+
+def test_headline_says_when_the_case_is_not_the_models_intended_input(phantom_prediction):
+    from LNMStagingLib.prediction import report_html
+
+    # the tiny bundle's card declares synthetic blobs, not lymph nodes: the headline says so beside P
+    caveats = phantom_prediction.patient.input_caveats
+    assert caveats and "not on lymph nodes" in caveats[0]
+    html = report_html.render_html(phantom_prediction)
+    headline = html[html.index('<div class="result">'):]
+    headline = headline[:headline.index("</div>")]
+    assert "Probability of lymph node metastasis" in headline and "not this model&#x27;s intended input" in headline
+    model_section = html[html.index("<h2>Model</h2>"):]
+    assert "<pre>" not in model_section and "<table>" in model_section  # the card as tables, not raw JSON
+    assert phantom_prediction.to_report_dict()["patient"]["input_caveats"] == caveats
