@@ -35,7 +35,6 @@ def _predict(args: argparse.Namespace) -> int:
         print_progress(0.0, "reading the image and the segmentation")
     case = load_case(args.image, args.segmentation, split_islands=args.split_islands)
     started = time.perf_counter()
-    import monai.visualize  # noqa: F401  (imported here so that the timings below exclude imports)
     import torch  # noqa: F401
     from tqdm.auto import tqdm
 

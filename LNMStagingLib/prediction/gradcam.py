@@ -1,74 +1,85 @@
-"""Grad-CAM of each node's malignancy score on its patch (MONAI ``GradCAM``).
+"""The node heatmap: which pixels of a node's patch drive the node malignancy score (the member's patch logit).
 
-Target layer: ``bundle.config.gradcam_layer`` (the last spatial block of the VAE encoder, as in Keel et al.
-2025, section 3.4); target score: the member's patch logit (the node malignancy score). Maps are computed
-for every ensemble member and averaged, each scaled to [0, 1] by its own maximum first (Grad-CAM magnitudes
-are not comparable between models).
+Method: integrated gradients at the input's resolution (Sundararajan et al., ICML 2017), from the blank patch
+(the model's "nothing here" input: background is 0 in a lesion-only patch) to the patch, ``IG_STEPS`` midpoint
+steps. Only the positive part (evidence for malignancy) is shown. The attributions of one member add up to
+logit(patch) - logit(blank), so a pixel's heat is its share of the score. For a lesion-only model the input
+outside the node is 0 and so is its attribution: the map is restricted to the node by construction, and
+explicitly by the node mask (``masks``).
 
-MONAI registers its hooks on the module permanently, so Grad-CAM runs on private copies of the members,
-cached per loaded bundle: the bundle's own members stay hook-free for plain inference.
+Why not the paper's Grad-CAM at the 8 x 8 layer: upsampled from 8 x 8, most of its mass fell outside the node,
+where the model sees only zeros (held-out LIDC nodules: median 6.7 % inside the lesion). The output keeps the
+Grad-CAM names (``gradcam.nrrd``, ``gradcam_in_node_fraction``) that viewers read.
+
+Maps are computed for every ensemble member, each scaled to [0, 1] by its own maximum (magnitudes are not
+comparable between models), and averaged. No model copy and no hooks: gradients are taken with respect to the
+input only, so the bundle's members are used as they are (parameters untouched).
 """
 
 from __future__ import annotations
-
-import copy
-import weakref
 
 import numpy as np
 import torch
 
 from ..bundle import ModelBundle
-from ..errors import BundleError
 
-_CAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+IG_STEPS = 8  # completeness error 0.46 of a mean logit gap of 1.65 on 80 LIDC patches (16: 0.13; 4: 0.90), half the time of 16
 
 
 def _scale_to_unit(maps: torch.Tensor) -> torch.Tensor:
-    """Per-sample division by the maximum (0 stays 0: no evidence); MONAI's default normaliser would flip
-    the map (it maps max to 0)."""
+    """Per-sample division by the maximum (an all-zero map stays 0: no evidence)."""
     flat = maps.reshape(maps.shape[0], -1)
     peak = flat.max(dim=1).values.clamp(min=1e-12)
-    scaled = flat / peak[:, None]
-    return scaled.reshape(maps.shape).detach()
+    return (flat / peak[:, None]).reshape(maps.shape)
 
 
-def _cams(bundle: ModelBundle) -> list:
-    cams = _CAMS.get(bundle)
-    if cams is not None:
-        return cams
-    from monai.visualize import GradCAM
+def member_attributions(member: torch.nn.Module, patches: torch.Tensor, features: torch.Tensor,
+                        steps: int = IG_STEPS) -> torch.Tensor:
+    """Integrated gradients of one member's patch logit with respect to its input (signed, not scaled).
 
-    layer = bundle.config.gradcam_layer
-    cams = []
-    for member in bundle.ensemble.members:
-        names = {name for name, _ in member.named_modules()}
-        if layer not in names:
-            raise BundleError(bundle.path, f"Grad-CAM layer {layer!r} does not exist in the model")
-        private = copy.deepcopy(member).eval()
-        for parameter in private.parameters():
-            parameter.requires_grad_(True)  # the backward hook needs a graph through the layer
-        cams.append(GradCAM(nn_module=private, target_layers=layer, postprocessing=_scale_to_unit))
-    _CAMS[bundle] = cams
-    return cams
+    Args:
+        member: a module whose ``forward(patches, features)`` gives the patch logits (N, 1).
+        patches: (N, 1, S, S) model input.
+        features: (N, F) normalised features (held fixed: the map explains the image part of the score).
+        steps: midpoint-rule steps from the blank patch.
+
+    Returns:
+        (N, 1, S, S) attributions; their sum per patch approximates logit(patch) - logit(blank).
+    """
+    alphas = (torch.arange(steps, dtype=patches.dtype, device=patches.device) + 0.5) / steps
+    path = (alphas[:, None, None, None, None] * patches[None]).reshape(-1, *patches.shape[1:])
+    path.requires_grad_(True)
+    repeated = features.repeat(steps, 1)
+    with torch.enable_grad():
+        logits = member(path, repeated).sum()
+        (grad,) = torch.autograd.grad(logits, path)
+    mean_grad = grad.reshape(steps, *patches.shape).mean(0)
+    return (mean_grad * patches).detach()
 
 
-def node_gradcam(bundle: ModelBundle, patches: torch.Tensor, raw_features: np.ndarray) -> np.ndarray:
-    """Ensemble-mean Grad-CAM maps of the node malignancy score.
+def node_gradcam(bundle: ModelBundle, patches: torch.Tensor, raw_features: np.ndarray,
+                 masks: np.ndarray | None = None) -> np.ndarray:
+    """Ensemble-mean heatmaps of the node malignancy score (see the module docstring).
 
     Args:
         bundle: the loaded bundle.
         patches: model-ready patches (N, 1, S, S).
         raw_features: (N, F) raw features of the patches.
+        masks: (N, S, S) node masks at the model's input size; the maps are zero outside them (None: not
+            restricted, for a model that sees the tissue around the node).
 
     Returns:
         (N, S, S) float32 in [0, 1].
     """
     if patches.shape[0] == 0:
         return np.zeros((0, *patches.shape[-2:]), np.float32)
-    total = torch.zeros((patches.shape[0], 1, *patches.shape[-2:]))
-    for index, cam in enumerate(_cams(bundle)):
+    x = patches.detach()
+    total = torch.zeros((x.shape[0], 1, *x.shape[-2:]))
+    keep = None if masks is None else torch.as_tensor(np.asarray(masks, dtype=bool))[:, None].to(x.device)
+    for index, member in enumerate(bundle.ensemble.members):
         features = bundle.ensemble.normalise_features(raw_features, index)
-        with torch.enable_grad():
-            maps = cam(patches.detach(), class_idx=0, features=features)
-        total += maps.cpu()
+        evidence = member_attributions(member, x, features).clamp(min=0)
+        if keep is not None:
+            evidence = evidence * keep
+        total += _scale_to_unit(evidence).cpu()
     return (total[:, 0] / bundle.n_members).numpy().astype(np.float32)

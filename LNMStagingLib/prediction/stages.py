@@ -156,13 +156,17 @@ def infer(bundle: ModelBundle, inputs: PreparedInputs, clinical: ClinicalData | 
 
 
 def explain(case: Case, bundle: ModelBundle, inputs: PreparedInputs, timings, steps: Steps) -> Explanations:
-    """Grad-CAM of each node's primary patch, written back onto the input image grid, and the latent traversals
-    of those patches (timed as ``gradcam_s`` and ``traversal_s``)."""
+    """The heatmap of each node's primary patch (integrated gradients, :mod:`.gradcam`), written back onto the
+    input image grid, and the latent traversals of those patches (timed as ``gradcam_s`` and ``traversal_s``)."""
     steps(0.6, "Grad-CAM of every node")
     with timings.measure("gradcam_s"):
         primary = [inputs.patch_set.primary_index(m.node_id) for m in inputs.usable]
         primary_input = inputs.model_input[primary]
-        cams = node_gradcam(bundle, primary_input, inputs.features[primary])
+        masks = None
+        if bundle.config.masked_input:  # the model sees only the node: heat elsewhere would explain nothing
+            masks = np.stack([inputs.patch_set.patches[i].mask for i in primary]).astype(np.float32)
+            masks = resize_maps(masks, primary_input.shape[-1]) > 0.5
+        cams = node_gradcam(bundle, primary_input, inputs.features[primary], masks)
         # the model may see the patches resized (bundle patch_size != sampled size): map back at the sampled size
         heatmap = inputs.patch_set.write_back(resize_maps(cams, inputs.patch_config.size), case.image.array.shape,
                                               indices=primary)

@@ -368,3 +368,40 @@ def test_headline_says_when_the_case_is_not_the_models_intended_input(phantom_pr
     model_section = html[html.index("<h2>Model</h2>"):]
     assert "<pre>" not in model_section and "<table>" in model_section  # the card as tables, not raw JSON
     assert phantom_prediction.to_report_dict()["patient"]["input_caveats"] == caveats
+
+
+def test_heatmap_is_inside_the_node_and_faithful_by_deletion(phantom_prediction, tiny_bundle):
+    """Removing a node's most-heated pixels lowers its logit more than removing as many random node pixels."""
+    import torch
+
+    from LNMStagingLib.prediction.gradcam import member_attributions
+
+    assert tiny_bundle.config.masked_input
+    for node in phantom_prediction.nodes:  # the model sees only the node: all the heat is inside it
+        assert node.gradcam_in_node_fraction > 0.999, node.segment_name
+    member = tiny_bundle.ensemble.members[0]
+    rng = np.random.default_rng(0)
+    lower_by_heat, lower_at_random = [], []
+    for node in phantom_prediction.nodes:
+        patch = phantom_prediction.node_patches[node.node_id]
+        x = torch.as_tensor(patch.image, dtype=torch.float32)[None, None]
+        features = tiny_bundle.ensemble.normalise_features(
+            np.asarray([[getattr(node, name) for name in tiny_bundle.config.feature_names]], np.float32), 0)
+        heat = member_attributions(member, x, features)[0, 0].numpy()
+        inside = np.flatnonzero(patch.mask.ravel())
+        count = max(1, len(inside) // 4)  # the "top 25 %" of the node's pixels
+        hottest = inside[np.argsort(-heat.ravel()[inside])[:count]]
+        random = rng.choice(inside, count, replace=False)
+
+        def logit_without(pixels, x=x, features=features):
+            kept = x.clone().reshape(-1)
+            kept[pixels] = 0.0  # the model's background value
+            with torch.no_grad():
+                return float(member(kept.reshape(x.shape), features))
+
+        with torch.no_grad():
+            full = float(member(x, features))
+        lower_by_heat.append(full - logit_without(hottest))
+        lower_at_random.append(full - logit_without(random))
+    assert np.mean(lower_by_heat) > np.mean(lower_at_random)
+    assert sum(h > r for h, r in zip(lower_by_heat, lower_at_random, strict=True)) >= len(lower_by_heat) - 1
