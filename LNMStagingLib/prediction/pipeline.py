@@ -194,6 +194,8 @@ def _node_result(case: Case, inputs: PreparedInputs, inference: Inference, expla
         native=inputs.native_by_id.get(m.node_id),
         gradcam_in_node_fraction=float(cams[row][mask].sum()) / total if total > 0 else 0.0,
         segment_id=segment_ids.get(m.node_id, ""),
+        traversal_probabilities={name: [float(v) for v in values[row]]
+                                 for name, values in explanations.frame_probabilities.items()},
     )
     model_pixel_mm = inputs.pixel_mm * patch_config.size / cams.shape[-1]  # the image as the model saw it
     node_patch = NodePatch(inputs.model_input[patch_index, 0].cpu().numpy(), mask, patch.slice_index,

@@ -93,9 +93,13 @@ def _node_panels(result: PredictionResult) -> str:
             f'<figure><img alt="Grad-CAM top 25 %" src="{data_uri(overlay(patch.image, top_fraction(heat), patch.mask))}">'
             "<figcaption>top 25 % (as displayed in the paper)</figcaption></figure>",
         ]
+        probabilities = node.traversal_probabilities
         strips = "".join(
             f'<figure><img alt="{_e(name)}" src="{data_uri(strip(frames))}"><figcaption>{_e(name.replace("_", " "))} '
-            f"traversal, t = {steps}</figcaption></figure><br>"
+            f"traversal, t = {steps}"
+            + (f"<br>model probability of each frame: {', '.join(f'{p:.2f}' for p in probabilities[name])}"
+               if name in probabilities else "")
+            + "</figcaption></figure><br>"
             for name, frames in result.traversals[node.node_id].items()
         )
         panels.append(f"""<div class="node"><b>Node {node.node_id}: {_e(node.segment_name)}</b> &mdash;

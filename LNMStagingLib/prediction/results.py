@@ -120,6 +120,8 @@ class NodePrediction:
     native: NodeMeasurement | None = None  # on the image's own grid
     gradcam_in_node_fraction: float = 0.0  # share of the node's Grad-CAM mass inside its own outline
     segment_id: str = ""  # the .seg.nrrd segment the node came from ("" for a labelmap): lets a viewer map back
+    # direction -> the primary member's probability of each traversal frame (report.json, under every frame)
+    traversal_probabilities: dict[str, list[float]] = field(default_factory=dict)
 
     MEASUREMENT_KEYS = ("short_axis_mm", "long_axis_mm", "axis_ratio", "convexity", "compactness", "volume_mm3",
                         "n_slices", "centroid_x", "centroid_y", "centroid_z", "area_mm2")
@@ -151,6 +153,7 @@ class NodePrediction:
         data["gradcam_in_node_fraction"] = _round(self.gradcam_in_node_fraction)
         data["criteria"] = self.criteria
         data["native_grid_measurement"] = {k: _round(v) for k, v in self.native_measurement.items()}
+        data["traversal_probabilities"] = {k: [_round(p) for p in v] for k, v in self.traversal_probabilities.items()}
         return data
 
 

@@ -68,6 +68,7 @@ class Explanations:
     cams: np.ndarray  # (N, S, S) Grad-CAM maps as the model saw the patches
     heatmap: np.ndarray  # on the input image's grid
     frames: dict[str, np.ndarray] = field(default_factory=dict)  # direction -> (N, F, S, S)
+    frame_probabilities: dict[str, np.ndarray] = field(default_factory=dict)  # direction -> (N, F)
 
 
 def _usable_patches(prepared: PreparedCase, measurements: list[NodeMeasurement], patch_set: PatchSet,
@@ -172,5 +173,5 @@ def explain(case: Case, bundle: ModelBundle, inputs: PreparedInputs, timings, st
                                               indices=primary)
     steps(0.8, "latent growth and border traversals")
     with timings.measure("traversal_s"):
-        frames = traverse(bundle, primary_input)
-    return Explanations(primary, cams, heatmap, frames)
+        frames, frame_probabilities = traverse(bundle, primary_input, inputs.features[primary])
+    return Explanations(primary, cams, heatmap, frames, frame_probabilities)

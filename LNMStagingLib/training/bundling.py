@@ -28,16 +28,16 @@ def member_from_fitted(fitted: FittedModel) -> ModelMember:
     return member.eval()
 
 
-def latent_directions(vae: VAE, dataset: PatchDataset) -> dict[str, list[float]]:
+def raw_latent_directions(vae: VAE, dataset: PatchDataset) -> tuple[np.ndarray, np.ndarray]:
     """Directions in the latent space (paper, section 3.4): mean code of the largest quarter of the
-    cross-sections minus the smallest quarter (``growth``), and of the most irregular quarter minus the most
-    regular (``border_irregularity``: rank of (1 - convexity) + rank of compactness)."""
+    cross-sections minus the smallest quarter (growth), and of the most irregular quarter minus the most
+    regular (border: rank of (1 - convexity) + rank of compactness), before orthogonalisation."""
     mu = encode_images(vae, torch.as_tensor(dataset.patches)).numpy()
     names = list(dataset.feature_names)
 
-    def direction(score: np.ndarray) -> list[float]:
+    def direction(score: np.ndarray) -> np.ndarray:
         lo, hi = np.quantile(score, [0.25, 0.75])
-        return (mu[score >= hi].mean(0) - mu[score <= lo].mean(0)).astype(float).tolist()
+        return (mu[score >= hi].mean(0) - mu[score <= lo].mean(0)).astype(float)
 
     size = dataset.features[:, names.index("short_axis_mm")] if "short_axis_mm" in names else dataset.area_mm2
     irregular = np.zeros(len(dataset))
@@ -45,7 +45,32 @@ def latent_directions(vae: VAE, dataset: PatchDataset) -> dict[str, list[float]]
         irregular += np.argsort(np.argsort(-dataset.features[:, names.index("convexity")]))
     if "compactness" in names:
         irregular += np.argsort(np.argsort(dataset.features[:, names.index("compactness")]))
-    return {"growth": direction(size), "border_irregularity": direction(irregular)}
+    return direction(size), direction(irregular)
+
+
+def latent_directions(vae: VAE, dataset: PatchDataset) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """The bundle's ``latent_directions``: growth, and border irregularity orthogonal to growth
+    (:func:`orthogonal_to`), with the cosine between the two before and after (recorded in the bundle).
+
+    Returns:
+        (``{"growth": [...], "border_irregularity": [...]}``, ``{"raw": cosine, "stored": cosine}``).
+    """
+    growth, border = raw_latent_directions(vae, dataset)
+    stored = orthogonal_to(border, growth)
+    return ({"growth": growth.tolist(), "border_irregularity": stored.tolist()},
+            {"raw": _cosine(growth, border), "stored": _cosine(growth, stored)})
+
+
+def orthogonal_to(vector: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``vector`` without its component along ``reference``, rescaled to its own length: large nodes are also
+    the irregular ones, so the raw border direction mostly repeats growth (cosine 0.94 in an earlier bundle)."""
+    unit = reference / max(float(np.linalg.norm(reference)), 1e-12)
+    rest = vector - float(vector @ unit) * unit
+    return rest * (float(np.linalg.norm(vector)) / max(float(np.linalg.norm(rest)), 1e-12))
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
 
 
 def pooled_threshold(y, p) -> tuple[float, str]:
@@ -126,8 +151,10 @@ def card_inputs_outputs(config: BundleConfig) -> dict:
             "node_probability": "per node: mean over its patches and over the ensemble members, with the SD",
             "patient_probability": f"eta * patient MLP + (1 - eta) * largest node probability (eta {config.eta:g}), "
                                    f"ensemble mean and SD; positive at or above the threshold {config.threshold:.3f}",
-            "explanations": "Grad-CAM of each node's patch on the image grid; latent growth and border "
-                            "traversals decoded by the primary member",
+            "explanations": "a heatmap of each node's patch on the image grid (integrated gradients of the patch "
+                            "logit, inside the node for lesion-only models); latent growth, border (orthogonal to "
+                            "growth) and classifier traversals decoded by the primary member, each frame with its "
+                            "probability",
         },
     }
 
@@ -174,6 +201,7 @@ def build_bundle(out_dir: Path, name: str, version: str, primary: FittedModel, f
             "fold_members": {str(k): f.selection.get("quality_gate", {"passed": True, "attempts": []})
                              for k, f in enumerate(folds)},
             "dropped_fold_members": [k for k, f in enumerate(folds) if not gate_passed(f.selection)]}
+    directions, cosines = latent_directions(primary.encoder, dataset)
     threshold_value, threshold_source = threshold or (
         float(primary.threshold), primary.selection.get("threshold_source", "inner validation"))
     patch_size = primary.encoder.config.patch_size
@@ -187,7 +215,7 @@ def build_bundle(out_dir: Path, name: str, version: str, primary: FittedModel, f
         feature_max=list(primary.scaler.maximum),
         threshold=float(threshold_value),
         threshold_source=threshold_source,
-        latent_directions=latent_directions(primary.encoder, dataset),
+        latent_directions=directions,
         gradcam_layer=MEMBER_GRADCAM_LAYER,
         vae=primary.encoder.config,
         mil=mil,
@@ -201,6 +229,8 @@ def build_bundle(out_dir: Path, name: str, version: str, primary: FittedModel, f
             # every member trained on a subset of these patients: lets `evaluate` flag in-sample data
             TRAINING_PATIENTS_KEY: patient_fingerprints(dataset.patients),
             "quality_gate": gate,
+            "latent_direction_cosine": {"growth_vs_border_irregularity": cosines,
+                                        "note": "border direction stored orthogonal to growth"},
             **(training or {}),
         },
     )

@@ -405,3 +405,22 @@ def test_heatmap_is_inside_the_node_and_faithful_by_deletion(phantom_prediction,
         lower_at_random.append(full - logit_without(random))
     assert np.mean(lower_by_heat) > np.mean(lower_at_random)
     assert sum(h > r for h, r in zip(lower_by_heat, lower_at_random, strict=True)) >= len(lower_by_heat) - 1
+
+
+def test_classifier_traversal_goes_from_benign_to_malignant_looking(phantom_prediction, tiny_bundle):
+    from LNMStagingLib.prediction.traversal import CLASSIFIER, TRAVERSAL_STEPS
+
+    report = phantom_prediction.to_report_dict()
+    for node in report["nodes"]:
+        probabilities = node["traversal_probabilities"]
+        assert set(probabilities) == {"growth", "border_irregularity", CLASSIFIER}
+        assert all(len(v) == len(TRAVERSAL_STEPS) for v in probabilities.values())
+        along = probabilities[CLASSIFIER]
+        assert along[0] < along[len(along) // 2] < along[-1]  # the classifier's own direction raises P
+    frames = phantom_prediction.traversals[phantom_prediction.nodes[0].node_id]
+    assert frames[CLASSIFIER].shape == frames["growth"].shape
+    directions = tiny_bundle.config.latent_directions
+    growth, border = np.asarray(directions["growth"]), np.asarray(directions["border_irregularity"])
+    assert abs(growth @ border) / (np.linalg.norm(growth) * np.linalg.norm(border)) < 1e-6  # distinct strips
+    cosine = tiny_bundle.config.training["latent_direction_cosine"]["growth_vs_border_irregularity"]
+    assert abs(cosine["stored"]) < 1e-6 and -1 <= cosine["raw"] <= 1
