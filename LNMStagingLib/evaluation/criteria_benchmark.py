@@ -15,6 +15,8 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from ..atomic import atomic_directory
 from ..data.rectal import COHORTS, STUDY, RectalPatient, load_rectal
 from ..prediction.criteria import CRITERIA_SETS, meets
@@ -115,8 +117,52 @@ def markdown_table(results: dict[str, dict[str, dict]], command: str) -> str:
     return "\n".join(lines)
 
 
+def plot_operating_points(results: dict[str, dict[str, dict]], path: Path) -> Path:
+    """Each set's (1 - specificity, sensitivity) per cohort with its Wilson intervals, in ROC space.
+
+    Args:
+        results: from :func:`evaluate_sets`.
+        path: the PNG to write.
+
+    Returns:
+        ``path``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 4.4), dpi=110, sharey=True)
+    for ax, (cohort, rows) in zip(np.atleast_1d(axes), results.items(), strict=True):
+        for index, (name, row) in enumerate(rows.items()):
+            x, y = 1 - row["specificity"], row["sensitivity"]
+            xerr = [[x - (1 - row["specificity_ci95"][1])], [(1 - row["specificity_ci95"][0]) - x]]
+            yerr = [[y - row["sensitivity_ci95"][0]], [row["sensitivity_ci95"][1] - y]]
+            # sets with the same rule (e.g. lateral_7mm and short_axis_7mm) share a point: markers differ
+            ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="osD^vP*Xph<>"[index % 12], ms=5, lw=0.7, capsize=2,
+                        mfc="none" if index % 2 else None, label=name, color=plt.cm.tab20(index % 20))
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="1 - specificity", title=f"{cohort} (n={next(iter(rows.values()))['n']})")
+    np.atleast_1d(axes)[0].set_ylabel("sensitivity")
+    np.atleast_1d(axes)[-1].legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _null_nan(value):
+    """Undefined proportions (nan, e.g. PPV without positive calls) as JSON null: strict readers refuse NaN."""
+    if isinstance(value, dict):
+        return {key: _null_nan(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_null_nan(item) for item in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
 def run_criteria_benchmark(data: str | Path, out: str | Path, command: str) -> Path:
-    """Evaluate every criteria set and write ``out/criteria.json`` and ``out/criteria.md`` (atomically).
+    """Evaluate every criteria set and write ``out/criteria.json``, ``out/criteria.md`` and
+    ``out/criteria_points.png`` (atomically).
 
     Args:
         data: the ``rectal-t2-nodes`` folder.
@@ -141,8 +187,9 @@ def run_criteria_benchmark(data: str | Path, out: str | Path, command: str) -> P
                               "setting": "by therapy", "uses": list(CRITERIA_SETS["esgar_2016"].uses)}},
         "results": results,
     }
-    text = json.dumps(payload, indent=2, allow_nan=True).replace("NaN", "null")
+    text = json.dumps(_null_nan(payload), indent=2, allow_nan=False)
     with atomic_directory(out, MARKER) as folder:
         (folder / MARKER).write_text(text + "\n", encoding="utf-8")
         (folder / "criteria.md").write_text(markdown_table(results, command), encoding="utf-8")
+        plot_operating_points(results, folder / "criteria_points.png")
     return Path(out) / "criteria.md"
