@@ -188,6 +188,44 @@ def _verdict(comparison: dict) -> str:
     return text
 
 
+def plot_repeats_roc(y: np.ndarray, probabilities: dict[str, np.ndarray], esgar_call: np.ndarray, path: Path) -> Path:
+    """Out-of-fold ROC curves of every repeat (one colour per method) and ESGAR's single operating point.
+
+    Args:
+        y: labels (N,).
+        probabilities: ``{method: (R, N)}``.
+        esgar_call: ESGAR's calls (N,).
+        path: the PNG to write.
+
+    Returns:
+        ``path``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    fig, ax = plt.subplots(figsize=(4.8, 4.8), dpi=120)
+    for colour, (name, prob) in zip(("tab:blue", "tab:orange"), probabilities.items(), strict=False):
+        aucs = [fast_auc(y, p) for p in prob]
+        for r, p in enumerate(prob):
+            fpr, tpr, _ = roc_curve(y, p)
+            ax.plot(fpr, tpr, color=colour, lw=0.9, alpha=0.6,
+                    label=f"{name}, {len(prob)} repeats (AUC {min(aucs):.3f}-{max(aucs):.3f})" if r == 0 else None)
+    call = esgar_call.astype(bool)
+    sens, spec = call[y == 1].mean(), (~call[y == 0]).mean()
+    ax.plot([1 - spec], [sens], "o", color="crimson", label=f"ESGAR 2016 (sens {sens:.3f}, spec {spec:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1),
+           title="Rectal T2 reads: out-of-fold ROC per repeat")
+    ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def run_feature_benchmark(data: str | Path, out: str | Path, config: FeatureBenchmarkConfig, command: str,
                           threads: int = 1, log=print) -> Path:
     """Run the comparison and write ``features.json``, ``features.md``, ``predictions.csv`` and an ROC figure.
@@ -203,8 +241,6 @@ def run_feature_benchmark(data: str | Path, out: str | Path, config: FeatureBenc
     Returns:
         The path of ``features.md``.
     """
-    from .plots import plot_roc
-
     patients = load_rectal(data)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -239,7 +275,6 @@ def run_feature_benchmark(data: str | Path, out: str | Path, config: FeatureBenc
         (folder / MARKER).write_text(json.dumps(result, indent=2, default=float) + "\n", encoding="utf-8")
         (folder / "features.md").write_text(_markdown(result), encoding="utf-8")
         (folder / "predictions.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-        plot_roc({"MIL (repeat 1)": (y, cv["mil_prob"][0]), "logistic (repeat 1)": (y, cv["logistic_prob"][0]),
-                  "ESGAR 2016 (one point)": (y, methods["esgar_2016"][0][0])}, folder / "features_roc.png",
-                 title="Rectal T2 reads: out-of-fold ROC")
+        plot_repeats_roc(y, {m: cv[f"{m}_prob"] for m in LEARNED}, methods["esgar_2016"][1][0],
+                         folder / "features_roc.png")
     return Path(out) / "features.md"

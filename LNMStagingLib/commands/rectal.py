@@ -36,7 +36,7 @@ def register_rectal_benchmarks(sub, command_line: Callable[[], str]) -> None:
 
 
 def _criteria(args, command: str) -> int:
-    from .criteria_benchmark import run_criteria_benchmark
+    from ..evaluation.criteria_benchmark import run_criteria_benchmark
 
     t0 = time.time()
     path = run_criteria_benchmark(args.data, args.out, command)
@@ -47,7 +47,7 @@ def _criteria(args, command: str) -> int:
 
 def _features(args, command: str) -> int:
     from ..errors import InputError
-    from .rectal_features import FeatureBenchmarkConfig, run_feature_benchmark
+    from ..evaluation.rectal_features import FeatureBenchmarkConfig, run_feature_benchmark
 
     if args.repeats < 1 or args.folds < 2 or args.inner < 2 or args.bootstrap < 100:
         raise InputError(None, "--repeats >= 1, --folds >= 2, --inner >= 2 and --bootstrap >= 100 are needed")
