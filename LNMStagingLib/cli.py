@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "LNMStagingLib.commands.foundation",
     "LNMStagingLib.commands.learning",
     "LNMStagingLib.commands.prediction",
+    "LNMStagingLib.commands.cohorts",
 )
 
 

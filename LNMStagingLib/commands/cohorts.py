@@ -1,0 +1,80 @@
+"""`lnmstaging survival`, `lnmstaging predict-cohort` and `lnmstaging export-dicom` (issue 13).
+
+Heavy modules (lifelines, torch, highdicom, dask) are imported inside the handlers so that other commands
+start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import InputError
+
+
+def _references(pairs: list[str]) -> dict[str, str]:
+    """--reference COL=LEVEL ... -> {COL: LEVEL}."""
+    found = {}
+    for pair in pairs:
+        column, sep, level = pair.partition("=")
+        if not sep or not column.strip() or not level.strip():
+            raise InputError(None, f"--reference takes COLUMN=LEVEL, not {pair!r}")
+        found[column.strip()] = level.strip()
+    return found
+
+
+def _survival(args: argparse.Namespace) -> int:
+    from ..atomic import atomic_directory, check_output_directory
+    from ..survival import SURVIVAL_FILE, analyse, horizon_key, read_survival_table, write_survival_outputs
+
+    check_output_directory(args.out, SURVIVAL_FILE)
+    if any(t < 0 for t in args.at):
+        raise InputError(None, "--at horizons must not be negative")
+    table = read_survival_table(args.table, args.time, args.event, args.group, args.covariates,
+                                categorical=args.categorical, reference=_references(args.reference))
+    analysis = analyse(table, sorted(set(args.at)), args.time_unit)
+    title = args.title or f"{args.event} by {args.group} ({Path(args.table).name})"
+    with atomic_directory(args.out, SURVIVAL_FILE) as folder:
+        write_survival_outputs(analysis, folder, title)
+    s = analysis.summary
+    print(f"{s['n']} rows, {s['events']} events ({s['excluded']['rows_excluded']} of {s['excluded']['rows_read']} rows "
+          f"excluded for missing values); time in {args.time_unit}")
+    for level, group in s["groups"].items():
+        at = ", ".join(f"S({horizon_key(float(h))}) {v['estimate']:.3f} ({v['ci95'][0]:.3f}-{v['ci95'][1]:.3f})"
+                       for h, v in group["survival_at"].items())
+        print(f"  {args.group} = {level}: n {group['n']}, events {group['events']}" + (f"; {at}" if at else ""))
+    print(f"log-rank: chi2 {s['logrank']['statistic']:.3f}, p {s['logrank']['p']:.3g}")
+    for name, term in s["cox_multivariable"]["terms"].items():
+        print(f"  Cox (multivariable) {name}: HR {term['hr']:.3f} ({term['ci95'][0]:.3f}-{term['ci95'][1]:.3f}), "
+              f"p {term['p']:.3g}")
+    print(f"concordance {s['cox_multivariable']['concordance']:.3f}; proportional-hazards flags: "
+          f"{', '.join(s['proportional_hazards']['flagged']) or 'none'} -> {args.out}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    survival = subparsers.add_parser(
+        "survival", help="Kaplan-Meier, log-rank and Cox PH of a cohort table (lifelines)",
+        description="Survival analysis of any CSV table (e.g. the predict-cohort summary joined with follow-up): "
+        "Kaplan-Meier per group with 95%% bands and numbers at risk, survival at --at horizons, the log-rank test, "
+        "univariable and multivariable Cox proportional hazards (the group first, then the covariates) with a "
+        "proportional-hazards check. Writes DIR/survival.json, DIR/km.png, DIR/cox_forest.png, DIR/survival.html. "
+        "Rows missing an analysed value are excluded and counted.",
+    )
+    survival.add_argument("table", type=Path, help="CSV table, one row per patient")
+    survival.add_argument("--time", required=True, help="follow-up time column (in --time-unit)")
+    survival.add_argument("--event", required=True, help="event column: 1 = event, 0 = censored")
+    survival.add_argument("--group", required=True, help="column whose levels get one Kaplan-Meier curve each")
+    survival.add_argument("--covariates", nargs="*", default=[], metavar="COL",
+                          help="further Cox covariates; text columns are categorical (one term per level)")
+    survival.add_argument("--categorical", nargs="*", default=[], metavar="COL",
+                          help="treat these numeric columns as categorical too")
+    survival.add_argument("--reference", nargs="*", default=[], metavar="COL=LEVEL",
+                          help="reference level of a categorical column (default: its first level in sorted order)")
+    survival.add_argument("--at", nargs="*", type=float, default=[], metavar="T",
+                          help="horizons (in the time unit) at which survival is estimated per group")
+    survival.add_argument("--time-unit", default="days", help="unit of the time column, stated in the outputs "
+                          "(default: days)")
+    survival.add_argument("--title", help="title of the plot and the HTML page")
+    survival.add_argument("--out", type=Path, required=True, help="output folder (replaced as a whole, atomically)")
+    survival.set_defaults(handler=_survival)

@@ -1,0 +1,15 @@
+"""Survival analysis of a cohort table (issue 13): Kaplan-Meier, log-rank, Cox PH, with lifelines."""
+
+from .analysis import SurvivalAnalysis, analyse, horizon_key
+from .report import SURVIVAL_FILE, write_survival_outputs
+from .table import SurvivalTable, read_survival_table
+
+__all__ = [
+    "SURVIVAL_FILE",
+    "SurvivalAnalysis",
+    "SurvivalTable",
+    "analyse",
+    "horizon_key",
+    "read_survival_table",
+    "write_survival_outputs",
+]
