@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import threading
 from dataclasses import asdict, dataclass
@@ -25,8 +26,9 @@ CASES_DIR = "cases"
 STATUS_DIR = "status"
 FINGERPRINT_VERSION = 1
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
-_BUNDLES: dict[tuple[str, str], Any] = {}  # loaded once per worker process, shared by its threads
-_BUNDLES_LOCK = threading.Lock()
+# A loaded bundle per worker thread: a model is not safe to share between threads (Grad-CAM's backward
+# passes on one shared model collide: seen with a threaded Dask LocalCluster), so each thread has its own.
+_LOCAL = threading.local()
 
 
 def case_folder_name(patient_id: str) -> str:
@@ -87,7 +89,9 @@ def fingerprint(task: CaseTask) -> str:
 
 def make_task(entry: CohortEntry, out_dir: Path, model: str, bundle_sha256: str, **options: Any) -> CaseTask:
     name = case_folder_name(entry.patient_id)
-    return CaseTask(entry.patient_id, str(entry.image), str(entry.segmentation), entry.clinical, entry.label,
+    # absolute paths: a cluster's workers need not share this process's working folder
+    return CaseTask(entry.patient_id, os.path.abspath(entry.image), os.path.abspath(entry.segmentation),
+                    entry.clinical, entry.label,
                     str(out_dir / CASES_DIR / name), str(out_dir / STATUS_DIR / f"{name}.json"), model, bundle_sha256,
                     **options)
 
@@ -110,12 +114,11 @@ def is_finished(task: CaseTask, case_fingerprint: str) -> bool:
 def _bundle(model: str, sha256: str) -> Any:
     from ..bundle import load_bundle
 
-    with _BUNDLES_LOCK:
-        key = (model, sha256)
-        if key not in _BUNDLES:
-            _BUNDLES.clear()  # one model at a time: a worker never holds several
-            _BUNDLES[key] = load_bundle(model)
-        return _BUNDLES[key]
+    key = (model, sha256)
+    if getattr(_LOCAL, "key", None) != key:
+        _LOCAL.bundle = None  # one model at a time: a thread never holds several
+        _LOCAL.bundle, _LOCAL.key = load_bundle(model), key
+    return _LOCAL.bundle
 
 
 def _predict(task: CaseTask) -> dict[str, Any]:

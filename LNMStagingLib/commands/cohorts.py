@@ -52,7 +52,55 @@ def _survival(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_cohort(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from ..cohort_prediction import SUMMARY_CSV, SUMMARY_PARQUET, run_cohort
+
+    bar = None
+
+    def progress(done: int, total: int, status: dict) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc="predict-cohort", unit="case", disable=True if args.quiet else None)
+        bar.set_postfix_str(f"{status['patient_id']}: {status['status']}")
+        bar.update(1)
+
+    try:
+        run = run_cohort(args.manifest, args.out, args.model, split_islands=args.split_islands, preset=args.preset,
+                         dicom_export=args.dicom_export, cluster=args.cluster, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    for patient, reason in run.failed.items():
+        print(f"failed: {patient}: {reason}")
+    print(f"{len(run.predicted)} case(s) predicted, {len(run.skipped)} unchanged and kept, {len(run.failed)} failed; "
+          f"summary: {run.patient_rows} patient and {run.node_rows} node rows -> {args.out / SUMMARY_CSV}, "
+          f"{args.out / SUMMARY_PARQUET}")
+    print("Research use only, not a medical device.")
+    return 1 if run.failed and not run.predicted and not run.skipped else 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
+    cohort = subparsers.add_parser(
+        "predict-cohort", help="predict every case of a cohort manifest (resumable; optional Dask cluster)",
+        description="Predict every case of MANIFEST.csv (patient_id, image, segmentation[, age, sex, t_stage, "
+        "n_stage]) as `predict` does, into DIR/cases/<patient>/, with DIR/summary.csv and DIR/summary.parquet "
+        "(a patient row per case, then its node rows). A rerun redoes only cases whose input files, model or "
+        "options changed (and failed ones); one case's failure is recorded with its reason and the others go on.",
+    )
+    cohort.add_argument("manifest", type=Path, help="cohort manifest CSV")
+    cohort.add_argument("--model", help="model bundle folder or installed bundle name (default: the default bundle)")
+    cohort.add_argument("--split-islands", action="store_true", help="each connected component is its own node")
+    cohort.add_argument("--preset", help="the preprocessing preset the images are meant for (as for predict)")
+    cohort.add_argument("--dicom-export", action="store_true", help="also write DICOM SEG and SR (TID 1500) for "
+                        "cases whose image is a DICOM series (see export-dicom)")
+    cohort.add_argument("--cluster", metavar="local[:N]|ADDRESS", help="distribute the cases with Dask: a local "
+                        "cluster of N worker processes (default 2) or a scheduler address such as tcp://host:8786")
+    cohort.add_argument("--quiet", action="store_true", help="no progress bar")
+    cohort.add_argument("--out", type=Path, required=True, help="output folder (new, empty or an earlier run's)")
+    cohort.set_defaults(handler=_predict_cohort)
+
     survival = subparsers.add_parser(
         "survival", help="Kaplan-Meier, log-rank and Cox PH of a cohort table (lifelines)",
         description="Survival analysis of any CSV table (e.g. the predict-cohort summary joined with follow-up): "
