@@ -137,7 +137,10 @@ def _predict(task: CaseTask) -> dict[str, Any]:
     if task.dicom_export:
         from ..export.dicom import export_case
 
-        info["dicom"] = export_case(Path(task.folder), case=case)
+        try:
+            info["dicom"] = export_case(Path(task.folder), case=case)
+        except LNMStagingError as error:  # the prediction stands; only its export failed
+            info["dicom"] = {"written": False, "reason": f"DICOM export failed: {error}"}
     return info
 
 

@@ -20,7 +20,7 @@ from .. import __version__
 from ..atomic import check_output_directory, write_text_atomic
 from ..cohort import read_manifest
 from ..errors import InputError
-from .cases import CaseTask, fingerprint, is_finished, make_task, run_case
+from .cases import CaseTask, fingerprint, is_finished, make_task, read_status, run_case
 from .summary import write_summary
 
 COHORT_FILE = "cohort.json"
@@ -36,6 +36,7 @@ class CohortRun:
     failed: dict[str, str]  # patient id -> one-line reason
     patient_rows: int
     node_rows: int
+    dicom: dict[str, dict[str, Any]]  # patient id -> its DICOM export record (with --dicom-export)
 
 
 @contextlib.contextmanager
@@ -135,4 +136,9 @@ def run_cohort(manifest: str | Path, out_dir: str | Path, model: str | Path | No
             else:
                 failed[status["patient_id"]] = status["reason"]
     patient_rows, node_rows = write_summary(tasks, out_dir)
-    return CohortRun(predicted, [t.patient_id for t in skipped], failed, patient_rows, node_rows)
+    dicom = {}
+    for task in tasks:
+        record = (read_status(task) or {}).get("dicom")
+        if dicom_export and isinstance(record, dict):
+            dicom[task.patient_id] = record
+    return CohortRun(predicted, [t.patient_id for t in skipped], failed, patient_rows, node_rows, dicom)

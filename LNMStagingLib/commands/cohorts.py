@@ -74,11 +74,29 @@ def _predict_cohort(args: argparse.Namespace) -> int:
             bar.close()
     for patient, reason in run.failed.items():
         print(f"failed: {patient}: {reason}")
+    if args.dicom_export:
+        written = [p for p, record in run.dicom.items() if record.get("written")]
+        print(f"DICOM export: {len(written)} case(s) written (cases/<patient>/dicom/seg.dcm, sr.dcm)")
+        for patient, record in run.dicom.items():
+            if not record.get("written"):
+                print(f"  {patient}: {record.get('reason')}")
     print(f"{len(run.predicted)} case(s) predicted, {len(run.skipped)} unchanged and kept, {len(run.failed)} failed; "
           f"summary: {run.patient_rows} patient and {run.node_rows} node rows -> {args.out / SUMMARY_CSV}, "
           f"{args.out / SUMMARY_PARQUET}")
     print("Research use only, not a medical device.")
     return 1 if run.failed and not run.predicted and not run.skipped else 0
+
+
+def _export_dicom(args: argparse.Namespace) -> int:
+    from ..export.dicom import export_case
+
+    result = export_case(args.report_dir, split_islands=args.split_islands)
+    if not result["written"]:
+        print(result["reason"])
+        return 1
+    print(f"DICOM SEG ({result['segments']} segments) -> {args.report_dir / result['seg']}; "
+          f"DICOM SR TID 1500 -> {args.report_dir / result['sr']}. Research use only, not a medical device.")
+    return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -100,6 +118,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cohort.add_argument("--quiet", action="store_true", help="no progress bar")
     cohort.add_argument("--out", type=Path, required=True, help="output folder (new, empty or an earlier run's)")
     cohort.set_defaults(handler=_predict_cohort)
+
+    export = subparsers.add_parser(
+        "export-dicom", help="a predict output as DICOM SEG (one segment per node) and SR TID 1500 (node results)",
+        description="For a `predict` output folder whose image was a DICOM series: write REPORT_DIR/dicom/seg.dcm "
+        "(DICOM SEG, one segment per node, its probability in the segment's tracking id) and REPORT_DIR/dicom/sr.dcm "
+        "(Comprehensive 3D SR, TID 1500 measurement report: probability, short and long axis per node, each "
+        "referencing its segment and the source series). Without DICOM input it says why and exits 1.",
+    )
+    export.add_argument("report_dir", type=Path, help="a predict output folder (holding report.json)")
+    export.add_argument("--split-islands", action="store_true", help="as given to predict")
+    export.set_defaults(handler=_export_dicom)
 
     survival = subparsers.add_parser(
         "survival", help="Kaplan-Meier, log-rank and Cox PH of a cohort table (lifelines)",
