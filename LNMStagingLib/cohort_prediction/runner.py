@@ -24,7 +24,8 @@ from .cases import CaseTask, fingerprint, is_finished, make_task, read_status, r
 from .summary import write_summary
 
 COHORT_FILE = "cohort.json"
-Progress = Callable[[int, int, dict[str, Any]], None]  # (cases finished, cases to run, that case's status)
+# (cases finished, cases to run, the status of the case just finished; None once before the first case)
+Progress = Callable[[int, int, "dict[str, Any] | None"], None]
 
 
 @dataclass
@@ -126,8 +127,10 @@ def run_cohort(manifest: str | Path, out_dir: str | Path, model: str | Path | No
     for task in tasks:
         (skipped if is_finished(task, fingerprint(task)) else pending).append(task)
     predicted, failed = [], {}
+    if progress:
+        progress(0, len(pending), None)
     with contextlib.ExitStack() as stack:
-        if client is None and cluster:
+        if client is None and cluster and pending:  # nothing to do: no cluster to start
             client = stack.enter_context(dask_client(cluster))
         statuses = _run_dask(pending, client, progress) if client is not None else _run_serial(pending, progress)
         for status in statuses:

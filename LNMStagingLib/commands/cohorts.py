@@ -59,12 +59,13 @@ def _predict_cohort(args: argparse.Namespace) -> int:
 
     bar = None
 
-    def progress(done: int, total: int, status: dict) -> None:
+    def progress(done: int, total: int, status: dict | None) -> None:
         nonlocal bar
         if bar is None:
             bar = tqdm(total=total, desc="predict-cohort", unit="case", disable=True if args.quiet else None)
-        bar.set_postfix_str(f"{status['patient_id']}: {status['status']}")
-        bar.update(1)
+        if status is not None:
+            bar.set_postfix_str(f"{status['patient_id']}: {status['status']}")
+            bar.update(1)
 
     try:
         run = run_cohort(args.manifest, args.out, args.model, split_islands=args.split_islands, preset=args.preset,
