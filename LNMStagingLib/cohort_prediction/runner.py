@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,8 +78,10 @@ def _run_serial(tasks: list[CaseTask], progress: Progress | None) -> Iterator[di
 def _run_dask(tasks: list[CaseTask], client: Any, progress: Progress | None) -> Iterator[dict[str, Any]]:
     from distributed import as_completed
 
-    # pure=False: a case is a side effect (its folder), never a cached result
-    futures = client.map(run_case, tasks, pure=False, key=[f"lnmstaging-case-{t.patient_id}" for t in tasks])
+    # pure=False: a case is a side effect (its folder), never a cached result; the run token keeps two runs
+    # on one shared scheduler from sharing task keys
+    token = uuid.uuid4().hex[:12]
+    futures = client.map(run_case, tasks, pure=False, key=[f"lnmstaging-case-{token}-{t.patient_id}" for t in tasks])
     for index, future in enumerate(as_completed(futures), start=1):
         status = future.result()
         future.release()  # nothing of a finished case stays on the cluster

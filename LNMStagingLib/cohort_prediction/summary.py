@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_path
-from ..prediction.results import NodePrediction
+from ..prediction import NodePrediction
 from .cases import CaseTask, read_status
 
 SUMMARY_CSV = "summary.csv"

@@ -106,6 +106,8 @@ def test_resume_keeps_finished_cases_and_redoes_changed_ones(cohort, tiny_bundle
     sitk.WriteImage(image, str(work / "p2" / "image.nrrd"))
     changed = run_cohort(work / "manifest.csv", out, tiny_bundle_dir)
     assert changed.predicted == ["p2"] and changed.skipped == []
+    (out / "status" / "p2.json").unlink()  # interrupted after the case's folder, before its status
+    assert run_cohort(work / "manifest.csv", out, tiny_bundle_dir).predicted == ["p2"]
 
 
 def test_fingerprint_covers_model_and_options(cohort):
