@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ..data.rectal import COHORTS, STUDY, RectalPatient, load_rectal
-from ..io.atomic import atomic_directory
 from ..imaging.criteria import CRITERIA_SETS, meets
+from ..io.atomic import atomic_directory
 from .proportions import confusion_proportions
 
 METRICS = ("sensitivity", "specificity", "accuracy", "balanced_accuracy", "ppv", "npv")
