@@ -179,3 +179,60 @@ def test_patch_maps_written_back_land_on_the_drawn_nodes(pelvic_case):
         largest = int(np.argmax(drawn.sum(axis=(1, 2))))
         assert painted[largest][drawn[largest]].min() > 0.99, label
     assert not painted[~ndimage.binary_dilation(labels > 0, iterations=40)].any()
+
+
+def test_slicer_logic_puts_the_results_on_the_dicom_volume(pelvic_case, mri_bundle, tmp_path):
+    """The Slicer module's path on the real oblique MRI (slicer-core; the series converted to NRRD because
+    slicer-core has no DICOM reader, the modality set in the subject hierarchy as Slicer's DICOM import
+    does): the child's prediction lands on that volume: one table row per drawn node, the heatmap on exactly
+    the volume's IJK-to-RAS and over the drawn nodes, one placed traversal sequence per node."""
+    pytest.importorskip("slicer", reason="slicer-core (Kitware's Slicer core libraries) is not installed")
+    import sys
+
+    module_dir = REPOSITORY / "LNMStaging"
+    for path in (module_dir, module_dir / "Testing" / "Python"):
+        if str(path) not in sys.path:
+            sys.path.insert(0, str(path))
+    import LNMStagingScenarios as scenarios
+    import slicer
+    from LNMStagingSlicerLib.logic import ClinicalInputs, LNMStagingLogic, PredictionRequest
+
+    image, _, _, labels = pelvic_case
+    volume_path = tmp_path / "t2.nrrd"
+    sitk.WriteImage(image, str(volume_path))
+    context = scenarios.makeHeadlessScene(python=sys.executable)
+    scene = context.scene
+    volume_node = scenarios.loadVolume(scene, volume_path, "ProstateX-0000 T2")
+    segmentation_node = scenarios.segmentationFromLabelmap(scene, scenarios.loadLabelmap(scene, labels), "drawn nodes")
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    item = sh.GetItemByDataNode(volume_node) or sh.CreateItem(sh.GetSceneItemID(), volume_node)
+    sh.SetItemAttribute(item, slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMSeriesModalityAttributeName(), "MR")
+    request = PredictionRequest(ClinicalInputs(63, "M", None), modelPath=str(mri_bundle), python=sys.executable,
+                                workRoot=tmp_path)
+    run = LNMStagingLogic().startPrediction(volume_node, segmentation_node, request)
+    assert "--modality" in run.child.command and "MR" in run.child.command
+    exported = run.exported
+    run.wait(timeout=600)
+    nodes = scenarios.libraryNodes(exported)
+    outputs = run.finish()
+    assert outputs.tableNode.GetNumberOfRows() == len(NODES) == len(nodes)
+    dims = volume_node.GetImageData().GetDimensions()
+    assert dims == image.GetSize()
+    a, b = vtk_matrix(outputs.heatmapNode), vtk_matrix(volume_node)
+    assert np.allclose(a, b, atol=1e-9)
+    heat = slicer.util.arrayFromVolume(outputs.heatmapNode)
+    drawn = sitk.GetArrayFromImage(sitk.ReadImage(str(labels))) > 0
+    assert heat.max() > 0 and heat[drawn].max() > 0
+    assert len(outputs.sequenceNodes) == len(NODES)
+    # The mri-t2 preset resamples to 3.3 mm slices: the patch lies on its grid's largest slice of the node.
+    slice_mm = get_preset("mri-t2").target_spacing_mm[2]
+    scenarios.checkTraversalGeometry(exported, outputs, nodes, planeToleranceMm=slice_mm)
+
+
+def vtk_matrix(volume_node) -> np.ndarray:
+    import slicer
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    return slicer.util.arrayFromVTKMatrix(matrix)
