@@ -17,23 +17,24 @@ SUMMARY_CSV = "summary.csv"
 SUMMARY_PARQUET = "summary.parquet"
 PATIENT_COLUMNS = ("patient_id", "row", "status", "reason", "case_folder", "label_n_stage", "age", "sex", "t_stage",
                    "probability", "std", "threshold", "positive", "uncertain", "uncertainty_reasons", "n_nodes",
-                   "n_skipped_nodes", "model", "model_manifest_sha256", "dicom_export")
-NODE_COLUMNS = ("node_id", "segment_name", "in_patient_bag", "n_patches", *NodePrediction.MEASUREMENT_KEYS,
+                   "n_skipped_nodes", "model", "model_manifest_sha256", "dicom_export", "input_caveats")
+NODE_COLUMNS = ("node_id", "segment_name", "in_patient_bag", "left_out_of_bag_reason", "n_patches", *NodePrediction.MEASUREMENT_KEYS,
                 "heterogeneity_cv", "esgar_suspicious", "esgar_round", "esgar_irregular_border",
                 "esgar_heterogeneous", "esgar_n_features", "esgar_rule", "lateral_short_axis_7mm")
 COLUMNS = (*PATIENT_COLUMNS, *NODE_COLUMNS)
 
 
-def _node_row(base: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+def _node_row(base: dict[str, Any], node: dict[str, Any], left_out: dict[int, str]) -> dict[str, Any]:
     esgar = node.get("criteria", {}).get("esgar", {})
     row = dict(base, row="node", probability=node["probability"], std=node["std"], node_id=node["node_id"],
                segment_name=node["segment_name"], in_patient_bag=node["in_patient_bag"], n_patches=node["n_patches"],
+               left_out_of_bag_reason=left_out.get(node["node_id"]),
                heterogeneity_cv=node.get("heterogeneity_cv"),
                lateral_short_axis_7mm=node.get("criteria", {}).get("lateral_short_axis_7mm"))
     row.update({key: node.get(key) for key in NodePrediction.MEASUREMENT_KEYS})
     row.update({f"esgar_{key}": esgar.get(key) for key in ("suspicious", "round", "irregular_border", "heterogeneous",
                                                           "n_features", "rule")})
-    for key in ("positive", "uncertain", "uncertainty_reasons", "threshold"):
+    for key in ("positive", "uncertain", "uncertainty_reasons", "threshold", "input_caveats"):
         row[key] = None  # patient-level values stay on the patient row
     return row
 
@@ -57,8 +58,10 @@ def case_rows(task: CaseTask) -> list[dict[str, Any]]:
     patient_row = dict(base, row="patient", probability=patient["probability"], std=patient["std"],
                        threshold=patient["threshold"], positive=patient["positive"], uncertain=patient["uncertain"],
                        uncertainty_reasons="; ".join(patient["uncertainty_reasons"]), n_nodes=len(report["nodes"]),
-                       n_skipped_nodes=len(report.get("skipped_nodes", [])))
-    return [patient_row, *(_node_row(base, node) for node in report["nodes"])]
+                       n_skipped_nodes=len(report.get("skipped_nodes", [])),
+                       input_caveats="; ".join(patient.get("input_caveats", [])))
+    left_out = {n["node_id"]: n["reason"] for n in patient.get("nodes_left_out_of_bag", [])}
+    return [patient_row, *(_node_row(base, node, left_out) for node in report["nodes"])]
 
 
 def write_summary(tasks: list[CaseTask], out_dir: Path) -> tuple[int, int]:
