@@ -4,11 +4,12 @@ Every model is a plain ``torch.nn.Module`` configured by a JSON-serialisable dat
 ``MILConfig``, ``CNNConfig``); weights are stored with safetensors, never pickled.
 """
 
-from . import cnn, ensemble, member, mil, vae
+from . import calibration, cnn, ensemble, member, mil, vae
 from .mil import ClinicalSpec, MILConfig, MILModel
 from .vae import GRADCAM_LAYER, VAE, VAEConfig, VAELossConfig, kld_annealing, ssim, vae_loss
 
 __all__ = [
+    "calibration",
     "cnn",
     "ensemble",
     "member",

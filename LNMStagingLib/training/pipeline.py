@@ -247,15 +247,18 @@ def fit(dataset: PatchDataset, train_patients, config: PipelineConfig, context: 
     parts = [data] + ([synth] if synth is not None else [])
     attempts = []
     for attempt in range(RETRIES + 1):
-        seed = config.seed + attempt * SEED_STEP
+        # a collapse comes from too short a fixed retrain (inner folds that peaked at epoch 1) or a bad start:
+        # each retry takes another seed and twice the epochs
+        seed, epochs = config.seed + attempt * SEED_STEP, n_epochs * 2**attempt
         mil, _ = train_mil(MILData.concat(parts), None, mil_config,
-                           replace(config.mil_train, **train_over, seed=seed), device, fixed_epochs=n_epochs)
+                           replace(config.mil_train, **train_over, seed=seed), device, fixed_epochs=epochs)
         verdict = judge(predict_mil(mil, data, device)["final"], best["oof"], best["inner_pooled_auc"], seed)
+        verdict["epochs"] = epochs
         attempts.append(verdict)
         if verdict["passed"] or not verdict["retry"]:
             break
         log(f"  {config.method}: quality gate: {'; '.join(verdict['reasons'])}; retrained with seed "
-            f"{config.seed + (attempt + 1) * SEED_STEP}")
+            f"{config.seed + (attempt + 1) * SEED_STEP} for {2 * epochs} epochs")
     if not attempts[-1]["passed"]:
         log(f"  {config.method}: quality gate FAILED ({'; '.join(attempts[-1]['reasons'])})")
     selection = {
