@@ -67,8 +67,8 @@ def _predict(args: argparse.Namespace) -> int:
     flag = " UNCERTAIN (" + "; ".join(patient.uncertainty_reasons) + ")" if patient.uncertain else ""
     print(f"patient: probability {patient.probability:.3f} +/- {patient.std:.3f}, {patient.decision} at threshold "
           f"{patient.threshold:.3f}{flag}")
-    for caveat in patient.input_caveats:
-        print(f"lnmstaging: caution: {caveat}", file=sys.stderr)
+    for caveat in patient.input_caveats:  # beside the probability, where the reader looks
+        print(f"caution: {caveat}")
     for left_out in patient.nodes_left_out_of_bag:
         print(f"node {left_out['node_id']} ({left_out['segment_name']}) not in the patient bag: {left_out['reason']}")
     print(f"{len(result.nodes)} node(s) -> {args.out}")
