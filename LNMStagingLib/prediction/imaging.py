@@ -70,5 +70,10 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def png_data_uri(encoded: bytes) -> str:
+    """A data URI of PNG bytes."""
+    return "data:image/png;base64," + base64.b64encode(encoded).decode("ascii")
+
+
 def data_uri(array: np.ndarray) -> str:
-    return "data:image/png;base64," + base64.b64encode(png_bytes(array)).decode("ascii")
+    return png_data_uri(png_bytes(array))
