@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from ..imaging.case import Case
 from ..io.atomic import atomic_directory
@@ -43,12 +42,9 @@ def frame_geometry(frame_to_lps: np.ndarray) -> tuple[tuple[float, ...], tuple[f
 
 
 def _write_stack(frames: np.ndarray, frame_to_lps: np.ndarray, path: Path) -> None:
-    image = sitk.GetImageFromArray(frames.astype(np.float32))  # (F, H, W): frames along k
     spacing, origin, direction = frame_geometry(frame_to_lps)
-    image.SetSpacing(spacing)
-    image.SetOrigin(origin)
-    image.SetDirection(direction)
-    sitk.WriteImage(image, str(path), useCompression=True)
+    # (F, H, W): frames along k; written directly (one node in 100 cost 5 ms through an sitk.Image)
+    write_nrrd(Volume(frames.astype(np.float32, copy=False), spacing, origin, np.reshape(direction, (3, 3))), path)
 
 
 def write_outputs(result: PredictionResult, case: Case, out_dir: str | Path) -> Path:
