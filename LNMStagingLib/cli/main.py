@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "LNMStagingLib.cli.case",
     "LNMStagingLib.cli.learning",
     "LNMStagingLib.cli.prediction",
+    "LNMStagingLib.cli.cohorts",
 )
 
 

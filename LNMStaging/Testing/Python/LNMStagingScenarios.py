@@ -404,15 +404,18 @@ def _canonicalAxes(ijkToLps: np.ndarray) -> list[tuple[int, float]]:
     return axes
 
 
-def checkTraversalGeometry(exported: scene_inputs.ExportedInputs, outputs: Any) -> None:
+def checkTraversalGeometry(exported: scene_inputs.ExportedInputs, outputs: Any, nodes: list | None = None,
+                           planeToleranceMm: float = 1e-3) -> None:
     """Every traversal frame lies where the model's patch was cut: its centre on the centroid of the node's
     largest axial cross-section (within half a frame pixel in-plane, in its plane), its columns running to
     the patient's left and its rows to posterior (the report's patch convention: patient right on the left,
-    anterior at the top), with square pixels."""
+    anterior at the top), with square pixels. ``planeToleranceMm``: how far off that plane the frame may lie
+    (a preset that resamples the slices cuts the patch on its own grid's largest slice: up to one of its
+    slices away)."""
     ijkToLps = RAS_TO_LPS @ exported.ijkToWorld
     (axisL, signL), (axisP, signP), (axisS, signS) = _canonicalAxes(ijkToLps)
     unit = ijkToLps[:3, :3] / np.linalg.norm(ijkToLps[:3, :3], axis=0)
-    regions = {region.node_id: region for region in libraryNodes(exported)}
+    regions = {region.node_id: region for region in (nodes if nodes is not None else libraryNodes(exported))}
     for nodeId, sequenceNode in outputs.sequenceNodes.items():
         frameNode = sequenceNode.GetNthDataNode(0)
         cols, rows = frameNode.GetImageData().GetDimensions()[:2]
@@ -435,7 +438,7 @@ def checkTraversalGeometry(exported: scene_inputs.ExportedInputs, outputs: Any) 
         inPlane = [abs(float(offset @ unit[:, axis])) for axis in (axisL, axisP)]
         assert max(inPlane) <= pixelMm / 2 + 1e-6, f"node {nodeId}: frame centre {centre} is {inPlane} mm off the node's centroid {centroid}"
         normal = np.cross(column, row) / np.linalg.norm(np.cross(column, row))
-        assert abs(float(offset @ normal)) < 1e-3, f"node {nodeId}: frame out of the node's plane"
+        assert abs(float(offset @ normal)) <= planeToleranceMm, f"node {nodeId}: frame {float(offset @ normal):.3f} mm out of the node's plane"
 
 
 def checkOutputs(volumeNode: Any, segmentationNode: Any, exported: scene_inputs.ExportedInputs, outputs: Any,
@@ -596,6 +599,7 @@ def scenarioPredictInChildProcess(context: SceneContext, folder: Path) -> None:
     assert seen[-1][0] == 1.0, seen
     assert not any(workRoot.iterdir()), f"temporary files left: {list(workRoot.iterdir())}"
     assert [row["segment_name"] for row in outputs.report["nodes"]] == [node.segment_name for node in nodes]
+    checkTraversalGeometry(exported, outputs, nodes)  # the real frames, placed by the child's own stacks
     expected = cliProbabilities(python, files.image, files.segnrrd, folder)
     table = outputs.tableNode.GetTable()
     for r in range(table.GetNumberOfRows()):
