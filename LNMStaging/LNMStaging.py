@@ -453,15 +453,17 @@ class LNMStagingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _showResults(self, outputs) -> None:
         """``outputs``: LNMStagingSlicerLib.scene_outputs.PredictionOutputs."""
-        from LNMStagingSlicerLib.scene_outputs import modelContext, uncertaintyText
+        from LNMStagingSlicerLib.scene_outputs import inputCaveats, modelContext, uncertaintyText
 
         patient = outputs.report["patient"]
         uncertain = f" <i>Uncertain: {html.escape(uncertaintyText(patient))}.</i>" if patient.get("uncertain") else ""
+        # A mismatch between the case and the model is said beside the number, not below it.
+        caveats = "".join(f"<br><b style='color:#c0392b'>Caution: {html.escape(text)}.</b>" for text in inputCaveats(outputs.report))
         # Never a probability without the model's training data, intended use and "research use only".
         self.ui.patientResultLabel.text = (
             f"<b>Patient: {html.escape(str(patient['decision']))}</b>: probability of lymph node metastasis "
             f"{float(patient['probability']):.2f} &plusmn; {float(patient['std']):.2f} (threshold "
-            f"{float(patient['threshold']):.2f}), {len(outputs.report['nodes'])} node(s).{uncertain}"
+            f"{float(patient['threshold']):.2f}), {len(outputs.report['nodes'])} node(s).{uncertain}{caveats}"
             f"<br><small>{html.escape(modelContext(outputs.report))}</small>"
         )
         self.ui.resultsTableView.setMRMLTableNode(outputs.tableNode)

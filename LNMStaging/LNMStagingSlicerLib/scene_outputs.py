@@ -119,6 +119,16 @@ def nodeTableColumns(report: Mapping[str, Any]) -> list[tuple[str, list]]:
     ]
 
 
+def inputCaveats(report: Mapping[str, Any]) -> list[str]:
+    """Why this case is not the model's intended or usual input (another organ, outside the training domain),
+    each a sentence to show beside the probability; empty when there is none."""
+    patient = report.get("patient") or {}
+    caveats = []
+    for key in ("input_caveats", "input_warnings"):
+        caveats += [str(item) for item in patient.get(key) or [] if str(item).strip()]
+    return caveats
+
+
 def uncertaintyText(patient: Mapping[str, Any]) -> str:
     return "; ".join(patient.get("uncertainty_reasons") or []) if patient.get("uncertain") else "no"
 
@@ -129,6 +139,7 @@ def patientTableColumns(report: Mapping[str, Any], skipped: list[str]) -> list[t
         ("Probability", [float(patient["probability"])]),
         ("Std", [float(patient["std"])]),
         ("Decision", [str(patient["decision"])]),
+        ("Input caveats", ["; ".join(inputCaveats(report)) or "none"]),
         ("Threshold", [float(patient["threshold"])]),
         ("Uncertain", [uncertaintyText(patient)]),
         ("Model", [f"{model.get('name', '?')} {model.get('version', '')}".strip()]),
@@ -139,7 +150,10 @@ def patientTableColumns(report: Mapping[str, Any], skipped: list[str]) -> list[t
 
 def skippedSegments(exported: ExportedInputs, report: Mapping[str, Any]) -> list[str]:
     """Segments not sent to the child, and nodes the child could not predict, each with why."""
-    return list(exported.skipped) + [f"{item['segment_name']} ({item['reason']})" for item in report.get("skipped_nodes") or []]
+    left = [f"{item['segment_name']} (not in the patient bag: {item['reason']})"
+            for item in (report.get("patient") or {}).get("nodes_left_out_of_bag") or []
+            if isinstance(item, Mapping) and "segment_name" in item and "reason" in item]
+    return list(exported.skipped) + [f"{item['segment_name']} ({item['reason']})" for item in report.get("skipped_nodes") or []] + left
 
 
 class SceneOutputs:

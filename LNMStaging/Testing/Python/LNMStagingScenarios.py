@@ -609,6 +609,10 @@ def scenarioPredictInChildProcess(context: SceneContext, folder: Path) -> None:
     assert not any(workRoot.iterdir()), f"temporary files left: {list(workRoot.iterdir())}"
     assert [row["segment_name"] for row in outputs.report["nodes"]] == [node.segment_name for node in nodes]
     checkTraversalGeometry(exported, outputs, nodes)  # the real frames, placed by the child's own stacks
+    # A mismatch between case and model (e.g. a lung-nodule model on lymph nodes) is beside the probability.
+    caveats = outputs.patientTableNode.GetTable().GetColumnByName("Input caveats").GetValue(0)
+    expectedCaveats = list((outputs.report["patient"].get("input_caveats") or []) + (outputs.report["patient"].get("input_warnings") or []))
+    assert caveats == ("; ".join(expectedCaveats) or "none"), caveats
     expected = cliProbabilities(python, files.image, files.segnrrd, folder)
     table = outputs.tableNode.GetTable()
     for r in range(table.GetNumberOfRows()):
