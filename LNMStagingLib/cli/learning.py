@@ -11,6 +11,8 @@ from pathlib import Path
 from ..errors import InputError
 from ..io.atomic import write_text_atomic
 
+PREDICTIONS_HEADER = "patient_id,n_stage_label,probability,std,positive,uncertain,n_nodes,max_node_probability"
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -64,6 +66,8 @@ def register(subparsers) -> None:
                    help="with --manifest: also write one CSV row per patient (label, probability, SD, decision)")
     p.add_argument("--plots", type=Path, default=None, help="folder for ROC and reliability plots")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --out/--predictions files even when "
+                   "they are not recognisably earlier evaluate outputs (an input is never replaced)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_evaluate)
 
@@ -125,6 +129,7 @@ def _evaluate(args) -> int:
     torch.set_num_threads(2)
     if args.predictions and not args.manifest:
         raise InputError(None, "--predictions goes with --manifest")
+    _check_evaluate_outputs(args)
     bundle = load_bundle(args.model)
     source = args.data or args.manifest
     if args.data:
@@ -153,6 +158,26 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _check_evaluate_outputs(args) -> None:
+    """metrics.json, the predictions CSV and the plots folder: never an input, never a user's file."""
+    from ..io.cohort import read_manifest
+    from ..io.outputs import check_output_file, first_line_is, json_with_keys, refuse_input_as_output
+
+    inputs = [args.data, args.manifest, args.model and Path(args.model)]
+    if args.manifest and args.manifest.is_file():
+        inputs += [path for entry in read_manifest(args.manifest) for path in (entry.image, entry.segmentation)]
+    outputs = [args.out] + ([args.predictions] if args.predictions else [])
+    if len({Path(o).resolve() for o in outputs}) < len(outputs):
+        raise InputError(args.out, "--out and --predictions name the same file")
+    check_output_file(args.out, inputs, json_with_keys("nodule", "patient", "data"), "an lnmstaging evaluate "
+                      "metrics file", args.overwrite)
+    if args.predictions:
+        check_output_file(args.predictions, inputs, first_line_is(PREDICTIONS_HEADER), "an lnmstaging evaluate "
+                          "predictions CSV", args.overwrite, option="--predictions")
+    if args.plots:
+        refuse_input_as_output(args.plots, inputs + outputs, option="--plots")
+
+
 def _nan_to_null(value):
     """Undefined metrics (nan) as JSON null: strict JSON readers refuse NaN."""
     import math
@@ -174,8 +199,7 @@ def _predictions_csv(rows) -> str:
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["patient_id", "n_stage_label", "probability", "std", "positive", "uncertain", "n_nodes",
-                     "max_node_probability"])
+    writer.writerow(PREDICTIONS_HEADER.split(","))
     for r in rows:
         writer.writerow([r.patient_id, r.label, f"{r.probability:.6f}", f"{r.std:.6f}", int(r.positive),
                          int(r.uncertain), r.n_nodes, f"{max(r.node_probabilities, default=0.0):.6f}"])

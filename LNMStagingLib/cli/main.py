@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from .. import __version__
@@ -41,7 +43,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(LNMStagingError):
+    """SIGTERM arrived: unwinding as an exception lets every atomic writer remove its temporary files."""
+
+    def __init__(self) -> None:
+        super().__init__("terminated (SIGTERM): nothing was left half-written")
+
+
+def _raise_terminated(_signum: int, _frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``lnmstaging`` command; returns its exit code (2 for a user error, 130/143 when stopped).
+
+    Args:
+        argv: the arguments (None: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
@@ -55,6 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lnmstaging: cancelled by the user", file=sys.stderr)
         return 130
+    except Terminated as error:
+        print(f"lnmstaging: {error}", file=sys.stderr)
+        return 143
     except LNMStagingError as error:
         print(f"lnmstaging: error: {error}", file=sys.stderr)
         return 2

@@ -29,7 +29,10 @@ def _predict(args: argparse.Namespace) -> int:
     from ..io.progress_lines import print_progress
     from ..prediction.writers import REPORT_FILE
 
+    from ..io.outputs import refuse_input_as_output
+
     clinical = _clinical(args)
+    refuse_input_as_output(args.out, (args.image, args.segmentation, args.model and Path(args.model)))
     check_output_directory(args.out, REPORT_FILE)  # before the work: never replace a folder of other files
     if args.progress_lines:
         print_progress(0.0, "reading the image and the segmentation")
@@ -61,7 +64,7 @@ def _predict(args: argparse.Namespace) -> int:
     write_outputs(result, case, args.out)
     write_time = time.perf_counter() - clock
     for name in case.skipped_segments:
-        print(f"lnmstaging: warning: segment '{name}' is empty and was skipped", file=sys.stderr)
+        print(f"lnmstaging: warning: segment '{name}' {case.skip_reason(name)}: no prediction", file=sys.stderr)
     for skipped in result.skipped_nodes:
         print(f"lnmstaging: warning: node '{skipped['segment_name']}' {skipped['reason']}: no prediction", file=sys.stderr)
     patient = result.patient
@@ -81,6 +84,9 @@ def _clusters(args: argparse.Namespace) -> int:
     from ..io.atomic import check_output_directory
     from ..prediction.clusters import CLUSTERS_FILE, run_cluster_analysis
 
+    from ..io.outputs import refuse_input_as_output
+
+    refuse_input_as_output(args.out, (args.data, args.manifest, args.model and Path(args.model)))
     check_output_directory(args.out, CLUSTERS_FILE)
 
     summary = run_cluster_analysis(args.model, args.data, args.out, k=args.k, k_max=args.k_max, seed=args.seed,

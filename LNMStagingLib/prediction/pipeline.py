@@ -198,6 +198,7 @@ def assemble(case: Case, bundle: ModelBundle, inputs: PreparedInputs, inference:
         "measurement_grid": {"preset": inputs.preset.name, "spacing_mm": list(inputs.prepared.image.spacing)},
         "patch_pixel_mm": float(inputs.pixel_mm),
         "empty_segments": list(case.skipped_segments),
+        "skipped_segments": [{"segment_name": name, "reason": case.skip_reason(name)} for name in case.skipped_segments],
     }
     return PredictionResult(
         model=model_info(bundle), patient=patient_result, nodes=nodes,
