@@ -26,10 +26,9 @@ def _clinical(args: argparse.Namespace) -> ClinicalData:
 def _predict(args: argparse.Namespace) -> int:
     from ..imaging.case import load_case
     from ..io.atomic import check_output_directory
+    from ..io.outputs import refuse_input_as_output
     from ..io.progress_lines import print_progress
     from ..prediction.writers import REPORT_FILE
-
-    from ..io.outputs import refuse_input_as_output
 
     clinical = _clinical(args)
     refuse_input_as_output(args.out, (args.image, args.segmentation, args.model and Path(args.model)))
@@ -82,9 +81,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _clusters(args: argparse.Namespace) -> int:
     from ..io.atomic import check_output_directory
-    from ..prediction.clusters import CLUSTERS_FILE, run_cluster_analysis
-
     from ..io.outputs import refuse_input_as_output
+    from ..prediction.clusters import CLUSTERS_FILE, run_cluster_analysis
 
     refuse_input_as_output(args.out, (args.data, args.manifest, args.model and Path(args.model)))
     check_output_directory(args.out, CLUSTERS_FILE)

@@ -118,18 +118,28 @@ def regions_from_mask(mask: np.ndarray, name: str, label_value: int, split_islan
 _MAX_INDEXED_LABEL = 1 << 20
 
 
+def _indexable(labels: np.ndarray) -> bool:
+    """Whether ``labels`` can go to find_objects / bincount as they are: integers in 0..2**20."""
+    return (np.issubdtype(labels.dtype, np.integer) and labels.size > 0 and int(labels.min()) >= 0
+            and int(labels.max()) <= _MAX_INDEXED_LABEL)
+
+
+def present_values(labels: np.ndarray) -> list[int]:
+    """The non-zero label values in ``labels``, ascending (one find_objects pass, not a sort, for ordinary
+    maps)."""
+    labels = np.asarray(labels)
+    if _indexable(labels):
+        return [index + 1 for index, box in enumerate(ndimage.find_objects(labels)) if box is not None]
+    return [int(v) for v in np.unique(labels) if v != 0]
+
+
 def _label_boxes(labels: np.ndarray, values: list[int]) -> dict[int, tuple[slice, ...] | None]:
     """The bounding box of every label value in one pass over the volume (None: the value is absent)."""
     if labels.size == 0 or not values:
         return {value: None for value in values}
-    top = max(values)
-    if min(values) > 0 and top <= _MAX_INDEXED_LABEL and np.issubdtype(labels.dtype, np.integer):
-        # values above ``top`` and negative ones are not segments asked for: find_objects ignores labels <= 0
-        # and needs no entry for them once they are clipped away
-        source = labels if labels.min(initial=0) >= 0 and labels.max(initial=0) <= top else \
-            np.where((labels > 0) & (labels <= top), labels, 0)
-        objects = ndimage.find_objects(source.astype(np.int64, copy=False), max_label=top)
-        return {value: objects[value - 1] for value in values}
+    if min(values) > 0 and _indexable(labels):
+        objects = ndimage.find_objects(labels)
+        return {value: objects[value - 1] if value <= len(objects) else None for value in values}
     boxes = {}
     for value in values:
         found = ndimage.find_objects((labels == value).astype(np.uint8))
@@ -152,12 +162,15 @@ def nodes_from_label_array(
         The nodes (node_id 0 until :func:`number_nodes`) and the segments that are empty.
     """
     labels = np.asarray(labels)
-    if segments is None:
-        values = [int(v) for v in np.unique(labels) if v != 0]
-        segments = [SegmentInfo(f"Label_{v}", v, 0) for v in values]
     result = SegmentationResult(nodes=[])
     # one find_objects pass, then each label is compared inside its own box only (not nodes x volume)
-    boxes = _label_boxes(labels, [segment.label_value for segment in segments])
+    if segments is None and _indexable(labels):
+        boxes = {index + 1: box for index, box in enumerate(ndimage.find_objects(labels)) if box is not None}
+        segments = [SegmentInfo(f"Label_{v}", v, 0) for v in boxes]
+    else:
+        if segments is None:
+            segments = [SegmentInfo(f"Label_{v}", v, 0) for v in present_values(labels)]
+        boxes = _label_boxes(labels, [segment.label_value for segment in segments])
     for segment in segments:
         box = boxes.get(segment.label_value)
         regions = [] if box is None else regions_from_mask(
@@ -273,10 +286,6 @@ def check_segment_infos(infos: list[SegmentInfo], n_layers: int, source: Path) -
     return [info.name for info in infos if not 0 <= info.layer < n_layers]
 
 
-def _present_values(array: np.ndarray) -> set[int]:
-    return {int(v) for v in np.unique(array) if v != 0}
-
-
 def read_segmentation(
     path: str | Path, reference: sitk.Image, split_islands: bool = False
 ) -> SegmentationResult:
@@ -312,9 +321,9 @@ def read_segmentation(
     result = SegmentationResult(nodes=[])
     missing_layer = [] if infos is None else check_segment_infos(infos, len(layers), path)
     for layer_index, layer in enumerate(layers):
-        drawn = _present_values(sitk.GetArrayViewFromImage(layer))
+        drawn = set(present_values(sitk.GetArrayViewFromImage(layer)))
         array = _on_reference_grid(layer, reference, path)
-        kept = _present_values(array) if drawn else set()
+        kept = set(present_values(array)) if drawn else set()
         if infos is None:
             layer_segments = None
             declared = drawn
