@@ -9,6 +9,7 @@ from ..errors import BundleError
 from ..models.ensemble import Ensemble
 from .config import BundleConfig, check_schema
 from .discovery import resolve_bundle
+from .domain import DOMAIN_FILE, DOMAIN_FORMAT
 from .format import (
     CARD_JSON,
     CARD_MD,
@@ -33,10 +34,11 @@ class ModelBundle:
         card: model_card.json.
         card_markdown: MODEL_CARD.md ("" when absent).
         ensemble: the members, their feature scalers and the threshold.
+        domain: the training input domain (``domain.json``), None for a bundle made without it.
     """
 
     def __init__(self, path: Path, manifest: dict, manifest_sha256: str, config: BundleConfig,
-                 card: dict, card_markdown: str, ensemble: Ensemble) -> None:
+                 card: dict, card_markdown: str, ensemble: Ensemble, domain: dict | None = None) -> None:
         self.path = path
         self.manifest = manifest
         self.manifest_sha256 = manifest_sha256
@@ -46,6 +48,7 @@ class ModelBundle:
         self.card = card
         self.card_markdown = card_markdown
         self.ensemble = ensemble
+        self.domain = domain
 
     def __repr__(self) -> str:
         return f"ModelBundle(name={self.name!r}, version={self.version!r}, members={self.n_members})"
@@ -123,9 +126,14 @@ def load_bundle(path: str | Path | None = None, device: str = "cpu") -> ModelBun
         raise BundleError(bundle_dir / CARD_JSON, "model card must be a JSON object")
     card_md_path = bundle_dir / CARD_MD
     card_markdown = card_md_path.read_text(encoding="utf-8") if card_md_path.is_file() else ""
+    domain = None
+    if DOMAIN_FILE in manifest["files"]:
+        domain = strict_json(bundle_dir / DOMAIN_FILE)
+        if not isinstance(domain, dict) or domain.get("format") != DOMAIN_FORMAT:
+            raise BundleError(bundle_dir / DOMAIN_FILE, f"not a {DOMAIN_FORMAT} file")
     members = _load_members(bundle_dir, manifest, config, device)
     ensemble = Ensemble(members, _scalers(config), float(config.threshold), device)
-    return ModelBundle(bundle_dir, manifest, manifest_sha, config, card, card_markdown, ensemble)
+    return ModelBundle(bundle_dir, manifest, manifest_sha, config, card, card_markdown, ensemble, domain)
 
 
 def _load_members(bundle_dir: Path, manifest: dict, config: BundleConfig, device: str) -> list:

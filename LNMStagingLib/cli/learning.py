@@ -66,6 +66,8 @@ def register(subparsers) -> None:
                    help="with --manifest: also write one CSV row per patient (label, probability, SD, decision)")
     p.add_argument("--plots", type=Path, default=None, help="folder for ROC and reliability plots")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    p.add_argument("--allow-out-of-domain", action="store_true", help="go on when more than 5%% of the patients lie "
+                   "outside the model's training domain (recorded in metrics.json)")
     p.add_argument("--overwrite", action="store_true", help="replace existing --out/--predictions files even when "
                    "they are not recognisably earlier evaluate outputs (an input is never replaced)")
     p.add_argument("--no-progress", action="store_true")
@@ -135,14 +137,20 @@ def _evaluate(args) -> int:
     if args.data:
         if not args.data.is_dir():
             raise InputError(args.data, "data folder not found")
-        result = evaluate_bundle(bundle, args.data, n_boot=args.bootstrap, plots_dir=args.plots)
+        result = evaluate_bundle(bundle, args.data, n_boot=args.bootstrap, plots_dir=args.plots,
+                                 allow_out_of_domain=args.allow_out_of_domain)
     else:
         result, rows = evaluate_bundle_on_cohort(bundle, args.manifest, n_boot=args.bootstrap, plots_dir=args.plots,
-                                                 progress=not args.no_progress)
+                                                 progress=not args.no_progress,
+                                                 allow_out_of_domain=args.allow_out_of_domain)
         if args.predictions:
             write_text_atomic(args.predictions, _predictions_csv(rows))
     write_text_atomic(args.out, json.dumps(_nan_to_null(result), indent=2, default=float, allow_nan=False) + "\n")
     n, p = result["nodule"], result["patient"]
+    domain = result["input_domain"]
+    if domain.get("patients_out_of_domain"):
+        print(f"lnmstaging: warning: {domain['patients_out_of_domain']} of {domain['patients']} patients lie outside "
+              f"the input domain of {bundle.name} (e.g. {domain['examples'][0]})", file=sys.stderr)
     seen = result["data"]["patients_seen_in_training"]
     if seen:
         print(f"lnmstaging: warning: {seen} of {result['data']['patients']} patients in {source} were used to "

@@ -56,7 +56,8 @@ def _predict(args: argparse.Namespace) -> int:
             bar.set_postfix_str(message)
             bar.update(round(100 * fraction) - bar.n)
 
-        result = predict_case(case, clinical, bundle=bundle, progress=progress)
+        result = predict_case(case, clinical, bundle=bundle, progress=progress,
+                              allow_out_of_domain=args.allow_out_of_domain)
     predict_time = time.perf_counter() - clock
     result.timings.model_load_s = load_time
     clock = time.perf_counter()
@@ -70,6 +71,8 @@ def _predict(args: argparse.Namespace) -> int:
     flag = " UNCERTAIN (" + "; ".join(patient.uncertainty_reasons) + ")" if patient.uncertain else ""
     print(f"patient: probability {patient.probability:.3f} +/- {patient.std:.3f}, {patient.decision} at threshold "
           f"{patient.threshold:.3f}{flag}")
+    for warning in result.input_warnings:  # beside the probability, on stdout with it
+        print(f"  warning: {warning}")
     print(f"{len(result.nodes)} node(s) -> {args.out}")
     print(result.model.context_line())
     t = result.timings
@@ -88,7 +91,8 @@ def _clusters(args: argparse.Namespace) -> int:
     check_output_directory(args.out, CLUSTERS_FILE)
 
     summary = run_cluster_analysis(args.model, args.data, args.out, k=args.k, k_max=args.k_max, seed=args.seed,
-                                   manifest=args.manifest, progress=not args.no_progress)
+                                   manifest=args.manifest, progress=not args.no_progress,
+                                   allow_out_of_domain=args.allow_out_of_domain)
     print(f"k = {summary['k']} ({summary['k_choice']}); {summary['n_nodules']} nodules -> {args.out}")
     return 0
 
@@ -108,6 +112,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          "expects another one")
     predict.add_argument("--modality", help="the image's modality as DICOM names it (MR, CT) when its file carries none "
                          "(NRRD, NIfTI); refused when the bundle expects another one")
+    predict.add_argument("--allow-out-of-domain", action="store_true", help="predict a case outside the model's "
+                         "training domain (intensities, spacing) instead of refusing it; every output then carries "
+                         "the warning beside the probability")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
     predict.add_argument("--progress-lines", action="store_true", help="instead of the bar, one machine-readable line "
                          "per step on stdout: 'lnmstaging-progress {\"fraction\": F, \"message\": M}' (for a parent "
@@ -133,5 +140,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     clusters.add_argument("--k-max", type=int, default=60, help="largest k tried when choosing k (default 60)")
     clusters.add_argument("--seed", type=int, default=0)
     clusters.add_argument("--no-progress", action="store_true")
+    clusters.add_argument("--allow-out-of-domain", action="store_true", help="go on when more than 5%% of the "
+                          "patients lie outside the model's training domain (recorded in clusters.json)")
     clusters.set_defaults(handler=_clusters)
     explain.set_defaults(handler=lambda _args: explain.print_help() or 2)

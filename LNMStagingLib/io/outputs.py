@@ -16,8 +16,8 @@ Recogniser = Callable[[Path], bool]
 
 
 def _same_or_inside(output: Path, source: Path) -> bool:
-    """Whether ``output`` is the file ``source`` (also through links), lies inside the folder ``source`` (a
-    DICOM series folder, a data folder) or holds ``source`` (an output folder around an input)."""
+    """Whether ``output`` is the file ``source`` (also through links), an existing file inside the folder
+    ``source`` (a DICOM series folder, a data folder) or holds ``source`` (an output folder around an input)."""
     try:
         source_resolved = source.resolve()
         output_resolved = output.resolve()
@@ -31,8 +31,10 @@ def _same_or_inside(output: Path, source: Path) -> bool:
                 return True
         except OSError:
             pass
-    # an input inside an output folder would go when the folder is replaced
-    return (source.is_dir() and source_resolved in output_resolved.parents) or output_resolved in source_resolved.parents
+    # an existing file inside an input folder is part of that input (a DICOM slice); a new name there is not.
+    # An input inside an output folder would go when the folder is replaced.
+    inside_input = source.is_dir() and source_resolved in output_resolved.parents and output.exists()
+    return inside_input or output_resolved in source_resolved.parents
 
 
 def refuse_input_as_output(output: str | Path, inputs: Iterable[str | Path | None], option: str = "--out") -> None:

@@ -32,6 +32,11 @@ def _flag(value: bool) -> str:
     return '<span class="yes">yes</span>' if value else '<span class="no">no</span>'
 
 
+def _input_warnings(result: PredictionResult) -> str:
+    """The input warnings (out of domain, unknown domain, clipped clinical values), right under the probability."""
+    return "".join(f'<p class="uncertain">Warning: {_e(warning)}.</p>\n' for warning in result.input_warnings)
+
+
 def _patient_section(result: PredictionResult) -> str:
     patient = result.patient
     low, high = UNCERTAIN_RANGE
@@ -43,7 +48,7 @@ def _patient_section(result: PredictionResult) -> str:
 <div class="result">Probability of lymph node metastasis: <b>{patient.probability:.3f}</b>
 (ensemble SD {patient.std:.3f}, {len(patient.per_member)} members) &mdash; decision at the model's threshold
 {patient.threshold:.3f}: <b>{_e(patient.decision)}</b></div>
-{uncertain}
+{_input_warnings(result)}{uncertain}
 <p>Clinical data: {_e(clinical.note)}.</p>"""
 
 

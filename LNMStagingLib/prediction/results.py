@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -70,6 +70,7 @@ class ClinicalUse:
     values: dict[str, Any]  # given values of the used inputs (None = missing)
     declared_missing: list[str]  # used inputs that were not given
     note: str
+    out_of_range: list[str] = field(default_factory=list)  # values outside the trained range (seen clipped)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +78,7 @@ class ClinicalUse:
             "values": dict(self.values),
             "declared_missing": list(self.declared_missing),
             "note": self.note,
+            "out_of_range": list(self.out_of_range),
         }
 
 
@@ -221,6 +223,8 @@ class PredictionResult:
     input_info: dict[str, Any]
     criteria_definitions: dict[str, Any]
     timings: Timings
+    # what every shown probability must carry: out-of-domain input, an unknown domain, clipped clinical values
+    input_warnings: list[str] = field(default_factory=list)
 
     def node(self, node_id: int) -> NodePrediction:
         return next(n for n in self.nodes if n.node_id == node_id)
@@ -246,6 +250,7 @@ class PredictionResult:
                 "name": self.model.name,
                 "version": self.model.version,
                 "manifest_sha256": self.model.manifest_sha256,
+                "path": self.model.path,
                 "preset": self.model.preset,
                 "threshold": _round(self.model.threshold),
                 "threshold_source": self.model.threshold_source,
@@ -268,6 +273,7 @@ class PredictionResult:
                 "uncertain_range": list(UNCERTAIN_RANGE),
                 "clinical": patient.clinical.to_dict(),
                 "nodes_in_bag": list(patient.nodes_in_bag),
+                "input_warnings": list(self.input_warnings),
                 **context,
             },
             "nodes": [node.to_dict() for node in self.nodes],

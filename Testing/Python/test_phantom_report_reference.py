@@ -4,7 +4,9 @@ timings; floats agree to 1e-6.
 
 The reference was written by ``lnmstaging phantom`` + ``lnmstaging predict`` with the options of
 scripts/demo.sh; input paths are stored relative to the run folder, and manifest_sha256 is the bundled model's after its
-config.json stored each fact once (same weights).
+config.json stored each fact once (same weights), then after the bundle gained domain.json (issue 11; same weights,
+same probabilities); the keys added then (model.path, input.skipped_segments, patient.input_warnings,
+patient.clinical.out_of_range) were written from a run and the rest compared unchanged.
 """
 
 from __future__ import annotations
@@ -60,5 +62,6 @@ def test_phantom_report_equals_the_recorded_reference(tmp_path):
     assert set(report.pop("timings_s")) >= {"total_s", "inference_s"}
     for key in ("image", "segmentation"):
         report["input"][key] = Path(report["input"][key]).relative_to(tmp_path).as_posix()
+    report["model"]["path"] = Path(report["model"]["path"]).relative_to(builtin_models_dir()).as_posix()
     expected = json.loads(REFERENCE.read_text(encoding="utf-8"))
     assert _differences(expected, report) == []
