@@ -102,6 +102,9 @@ def verify_bundle(bundle_dir: str | Path) -> dict:
     manifest_path = bundle_dir / MANIFEST
     if not bundle_dir.is_dir():
         raise BundleError(bundle_dir, "model bundle folder not found")
+    from .checks import refuse_links
+
+    refuse_links(bundle_dir)  # before reading anything: a link may lead to /dev/zero, a loop, or outside
     if not manifest_path.is_file():
         raise BundleError(manifest_path, "missing: not a model bundle (no manifest.json)")
     manifest = strict_json(manifest_path)

@@ -143,12 +143,16 @@ def _load_members(bundle_dir: Path, manifest: dict, config: BundleConfig, device
     from safetensors.torch import load_file
 
     from ..models.member import ModelMember
+    from .checks import check_architecture_limits, check_member_shapes
 
+    check_architecture_limits(config.vae, [config.member_mil(i) for i in range(len(config.members))],
+                              bundle_dir / CONFIG)
     members = []
     for index, spec in enumerate(config.members):
         file = bundle_dir / spec.file
         if spec.file not in manifest["files"]:
             raise BundleError(file, "member weights not listed in the manifest")
+        check_member_shapes(file, config.vae, config.member_mil(index))  # before any real tensor is allocated
         try:
             state = load_file(str(file))
         except (SafetensorError, OSError, ValueError) as error:
