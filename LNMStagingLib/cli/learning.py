@@ -266,6 +266,7 @@ def _train(args) -> int:
     config = run.pipeline_config(args.method, args.quick, args.seed, args.config, args.epochs)
     seed_everything(args.seed)
     dataset, preset, fov = run.training_data(args.data, args.manifest, args.preset, args.fov_mm, context.progress)
+    run.check_enough_patients(dataset, config, args.data or args.manifest)
     out: Path = args.out
     if args.stage != "vae":
         run.check_bundle_folder(out)

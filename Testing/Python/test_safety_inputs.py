@@ -170,3 +170,15 @@ def test_non_utf8_manifest_is_one_line(tmp_path):
 def test_phantom_options_are_checked(tmp_path, capsys, options, fragment):
     _one_line(capsys, ["phantom", str(tmp_path / "ph"), *options], fragment)
     assert not (tmp_path / "ph").exists()
+
+
+def test_a_two_patient_manifest_is_one_line(phantom_files, tmp_path, capsys):
+    manifest = tmp_path / "two.csv"
+    manifest.write_text("patient_id,image,segmentation,n_stage\n"
+                        f"p1,{phantom_files.image},{phantom_files.segmentation},N0\n"
+                        f"p2,{phantom_files.image},{phantom_files.labelmap},N1\n")
+    assert main(["preset", "--manifest", str(manifest), "--out", str(tmp_path / "preset.json")]) == 0
+    capsys.readouterr()  # the preset's progress bar
+    _one_line(capsys, ["train", "--manifest", str(manifest), "--preset", str(tmp_path / "preset.json"), "--quick",
+                       "--no-progress", "--out", str(tmp_path / "model")], "training needs at least 2 of each")
+    assert not (tmp_path / "model").exists()
