@@ -206,7 +206,7 @@ class LNMStagingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._run = None  # LNMStagingSlicerLib.logic.PredictionRun of the running prediction
         self._pollTimer = None
         self._dependenciesChecked = False
-        self._shownModelCard = None
+        self._shownModelCard = ()  # no card shown yet (None is the bundled default's model path)
         self._unsupported = ""
 
     def setup(self) -> None:
@@ -294,14 +294,18 @@ class LNMStagingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.updateModelCard()
 
     def _observeSegmentation(self, segmentationNode) -> None:
-        """Follow the chosen segmentation, so that adding its first segment enables Predict at once."""
+        """Follow the chosen segmentation, so that adding its first segment enables Predict at once. The node
+        re-sends its segmentation's SegmentAdded / SegmentRemoved events (not a ModifiedEvent)."""
         if segmentationNode is self._observedSegmentation:
             return
+        events = (slicer.vtkSegmentation.SegmentAdded, slicer.vtkSegmentation.SegmentRemoved)
         if self._observedSegmentation is not None:
-            self.removeObserver(self._observedSegmentation, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            for event in events:
+                self.removeObserver(self._observedSegmentation, event, self._checkCanApply)
         self._observedSegmentation = segmentationNode
         if segmentationNode is not None:
-            self.addObserver(segmentationNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            for event in events:
+                self.addObserver(segmentationNode, event, self._checkCanApply)
 
     # ---------------------------------------------------------------- state
 
@@ -513,6 +517,7 @@ class LNMStagingTest(ScriptedLoadableModuleTest):
         back, and Predict becomes enabled once a volume and a segmentation with a segment are chosen."""
         self.setUp()
         widget = slicer.util.getModuleWidget("LNMStaging")  # builds it; works without the main window
+        widget.initializeParameterNode()  # the scene was cleared, and the module is not entered here
         self.assertFalse(widget.ui.predictButton.enabled)
         self.assertTrue(widget.ui.predictButton.toolTip)
         scenarioDir = MODULE_DIR / "Testing" / "Python"
@@ -521,5 +526,6 @@ class LNMStagingTest(ScriptedLoadableModuleTest):
         import LNMStagingScenarios as scenarios
 
         scenarios.checkWidgetBinding(widget.ui, widget._parameterNode, slicer.mrmlScene)
+        # The widget followed by itself: its parameter-node and segmentation observers ran _checkCanApply.
         self.assertTrue(widget.ui.predictButton.enabled, widget.ui.predictButton.toolTip)
         self.delayDisplay("LNMStaging widget binding test passed", 10)

@@ -84,6 +84,9 @@ def register(subparsers) -> None:
     b.add_argument("--preset", default="mri-t2", help="preprocessing preset (default mri-t2)")
     b.add_argument("--fov-mm", type=float, default=None, help="patch field of view in mm")
     _benchmark_arguments(b, "size,vae,cnn,dirvae,vae_max,vae_mlp_only,vae_no_clinical")
+    from .rectal import register_rectal_benchmarks
+
+    register_rectal_benchmarks(sub, _command_line)
     p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
 
 

@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "LNMStagingLib.cli.case",
     "LNMStagingLib.cli.learning",
     "LNMStagingLib.cli.prediction",
+    "LNMStagingLib.cli.cohorts",
 )
 
 

@@ -84,10 +84,21 @@ def _record_outputs(folder: Path) -> None:
                                          encoding="utf-8")
 
 
-def check_output_directory(destination: str | Path, marker: str) -> Path:
+def check_output_directory(destination: str | Path, marker: str, replaced_whole: bool = True) -> Path:
     """``destination`` resolved, if it may be (re)written as an output folder: absent, empty, or an earlier
-    output of the same command (it holds ``marker``). Anything else, e.g. the folder of the input images, is
-    refused: replacing it would delete the user's files."""
+    output of the same command (it holds ``marker``) that, when it is to be replaced as a whole, holds nothing
+    but the files that run recorded. Anything else, e.g. the folder of the input images, is refused: replacing
+    it would delete the user's files.
+
+    Args:
+        destination: the output folder.
+        marker: a file every output of this kind holds.
+        replaced_whole: False for a folder the command only adds to and updates by name (predict-cohort's run
+            folder): then other files in it are never at risk and the listing is not required.
+
+    Returns:
+        The resolved folder.
+    """
     destination = Path(destination).resolve()
     if destination.exists():
         if not destination.is_dir():
@@ -96,6 +107,8 @@ def check_output_directory(destination: str | Path, marker: str) -> Path:
             if not (destination / marker).is_file():
                 raise InputError(destination, f"is a folder with other files (no {marker} of an earlier run): it "
                                               "would be replaced as a whole, so choose a new or empty output folder")
+            if not replaced_whole:
+                return destination
             listed = _listed_outputs(destination)
             if listed is None:
                 raise InputError(destination, f"holds no {OUTPUT_LISTING} (the list of files an earlier run wrote), "
@@ -138,6 +151,25 @@ def atomic_directory(destination: str | Path, marker: str) -> Iterator[Path]:
         raise _write_failure(destination, error) from None
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
+
+
+def add_to_listing(folder: Path, child: Path) -> None:
+    """Record ``child`` (a file or folder just written inside the output folder ``folder``, e.g. a DICOM export
+    added to a `predict` folder) in ``folder``'s listing, so that a later run may replace the folder again.
+
+    Args:
+        folder: an output folder holding :data:`OUTPUT_LISTING` (nothing happens without one).
+        child: the new file or folder inside it.
+    """
+    listed = _listed_outputs(folder)
+    if listed is None:
+        return
+    rel = child.relative_to(folder).as_posix()
+    added = {rel + "/"} if child.is_dir() else {rel}
+    if child.is_dir():
+        added |= {f"{rel}/{entry}" for entry in _folder_entries(child)}
+    files = sorted(listed | added)
+    write_text_atomic(folder / OUTPUT_LISTING, json.dumps({"written_by": "lnmstaging", "files": files}, indent=1) + "\n")
 
 
 def write_text_atomic(destination: str | Path, text: str) -> None:

@@ -4,7 +4,6 @@ latent-space cluster analysis. Research use only."""
 
 from . import (
     clusters,
-    criteria,
     gradcam,
     imaging,
     inputs,
@@ -21,7 +20,7 @@ from .results import NodePatch, NodePrediction, PatientResult, PredictionResult
 from .writers import write_outputs
 
 __all__ = [
-    "clusters", "criteria", "gradcam", "imaging", "inputs", "pipeline", "report_html", "results", "stages",
+    "clusters", "gradcam", "imaging", "inputs", "pipeline", "report_html", "results", "stages",
     "traversal", "writers",
     "NodePatch",
     "NodePrediction",

@@ -17,11 +17,11 @@ import numpy as np
 
 from ..bundle import ModelBundle
 from ..errors import CancelledError
+from ..imaging import criteria
 from ..imaging.case import Case
 from ..imaging.patches import PatchConfig
 from ..imaging.presets import Preset
 from ..io.cohort import ClinicalData
-from . import criteria
 from .inputs import check_case_domain, load_bundle_for_case
 from .results import (
     UNCERTAIN_RANGE,

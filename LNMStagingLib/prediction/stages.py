@@ -15,13 +15,13 @@ from ..bundle import ModelBundle
 from ..bundle.domain import domain_mismatches
 from ..data.bags import Bag
 from ..errors import BundleError, InputError
+from ..imaging import criteria
 from ..imaging.case import Case, PreparedCase, prepare_case
 from ..imaging.measure import NodeMeasurement, measure_nodes
 from ..imaging.patches import PatchConfig, PatchSet, extract_patches, patch_features
 from ..imaging.presets import Preset
 from ..io.cohort import ClinicalData
 from ..models.ensemble import PatientPrediction, node_means
-from . import criteria
 from .gradcam import node_gradcam
 from .inputs import clinical_inputs
 from .results import ClinicalUse

@@ -279,3 +279,36 @@ def loadUi(path: Path, standIns: dict[str, type]) -> tuple[Any, SimpleNamespace]
         raise RuntimeError(f"Qt's loader could not load {path}: {loader.errorString()}")
     children = {child.objectName(): child for child in widget.findChildren(QtCore.QObject) if child.objectName()}
     return widget, SimpleNamespace(**children)
+
+
+KIT_MODULES = {  # module name -> the kit's file, relative to <tag>/
+    "slicer.i18n": "Base/Python/slicer/i18n.py",
+    "slicer.ScriptedLoadableModule": "Base/Python/slicer/ScriptedLoadableModule.py",
+    "SampleData": "Modules/Scripted/SampleData/SampleData.py",
+}
+
+
+def useKitModules(tag: str) -> list[str]:
+    """Import the kit's ``slicer.i18n``, ``slicer.ScriptedLoadableModule`` and ``SampleData`` of ``tag``
+    (unchanged files) on top of slicer-core, so that a module file importing them loads. Returns the names to
+    forget afterwards (``forgetModules``)."""
+    installQt()
+    import slicer
+
+    for name, relative in KIT_MODULES.items():
+        spec = importlib.util.spec_from_file_location(name, KIT / tag / relative)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        if name.startswith("slicer."):
+            setattr(slicer, name.split(".", 1)[1], module)
+    return list(KIT_MODULES)
+
+
+def forgetModules(names: list[str]) -> None:
+    import slicer
+
+    for name in names:
+        sys.modules.pop(name, None)
+        if name.startswith("slicer.") and hasattr(slicer, name.split(".", 1)[1]):
+            delattr(slicer, name.split(".", 1)[1])

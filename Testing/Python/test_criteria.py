@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from LNMStagingLib.imaging import criteria
 from LNMStagingLib.imaging.case import load_case, prepare_case
 from LNMStagingLib.imaging.measure import NodeMeasurement, measure_nodes
-from LNMStagingLib.prediction import criteria
 
 
 def _measurement(short, ratio=0.6, convexity=1.0, compactness=1.05):

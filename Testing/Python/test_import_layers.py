@@ -18,7 +18,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("data",),
     ("training",),
     ("prediction",),
-    ("evaluation",),
+    ("evaluation", "export", "survival"),
+    ("cohort_prediction",),
     ("cli", "__main__"),
 )
 RANK = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}

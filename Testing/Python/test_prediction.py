@@ -61,7 +61,8 @@ def test_report_json_contract(cli_run, tiny_bundle):
     assert len(report["nodes"]) == 7
     for node in report["nodes"]:
         assert NODE_KEYS <= set(node)
-        assert set(node["criteria"]) == {"esgar", "lateral_short_axis_7mm"}
+        assert set(node["criteria"]) == {"esgar", "lateral_short_axis_7mm", "sets"}
+        assert node["criteria"]["sets"]["esgar_2016"] is node["criteria"]["esgar"]["suspicious"]
         assert 0.0 <= node["probability"] <= 1.0 and node["std"] >= 0.0
     names = [n["segment_name"] for n in report["nodes"]]
     assert names[0] == "Node small round" and "Lateral node" in names

@@ -224,3 +224,32 @@ def _kitForParameterImports(request: pytest.FixtureRequest):
         yield
     finally:
         slicer_kit.releaseKitWrapper(finder)
+
+
+def test_slicer_module_file_loads_and_registers_its_sample_data(kitWrapper: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LNMStaging.py itself imports on the kit's Slicer Python layer (ScriptedLoadableModule, i18n, SampleData
+    of the same tag, unchanged) and registers the phantom through the kit's real SampleData logic (which keeps
+    the sources in the application's module registry: a namespace stands in for ``slicer.modules``); the
+    version check says one sentence on an old Slicer and nothing on a supported one."""
+    import importlib.util
+    import types
+
+    import slicer
+
+    names = slicer_kit.useKitModules(kitWrapper)
+    try:
+        monkeypatch.setattr(slicer, "modules", types.SimpleNamespace(), raising=False)
+        spec = importlib.util.spec_from_file_location("LNMStagingModuleUnderTest", MODULE_DIR / "LNMStaging.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        assert issubclass(module.LNMStagingWidget, sys.modules["slicer.ScriptedLoadableModule"].ScriptedLoadableModuleWidget)
+        module.registerSampleData()
+        sources = slicer.modules.sampleDataSources["LNMStaging"]
+        assert [source.sampleName for source in sources] == ["LNMStagingPhantom"]
+        assert callable(sources[0].customDownloader)
+        for version, supported in (((5, 8), False), ((5, 10), True), ((5, 12), True)):
+            monkeypatch.setattr(slicer, "app", types.SimpleNamespace(majorVersion=version[0], minorVersion=version[1]), raising=False)
+            message = module.unsupportedMessage()
+            assert (message == "") is supported, (version, message)
+    finally:
+        slicer_kit.forgetModules(names)

@@ -25,7 +25,7 @@ import vtk
 from LNMStagingSlicerLib import scene_inputs
 from LNMStagingSlicerLib.errors import ModuleError, PredictionCancelled, PredictionFailed, SceneInputError
 from LNMStagingSlicerLib.logic import ClinicalInputs, LNMStagingLogic, PredictionRequest
-from LNMStagingSlicerLib.process import libraryRoot
+from LNMStagingSlicerLib.process import childEnvironment, libraryRoot
 from LNMStagingSlicerLib.scene_outputs import (
     MODEL_CONTEXT_COLUMN,
     OUTPUT_ATTRIBUTE,
@@ -404,15 +404,18 @@ def _canonicalAxes(ijkToLps: np.ndarray) -> list[tuple[int, float]]:
     return axes
 
 
-def checkTraversalGeometry(exported: scene_inputs.ExportedInputs, outputs: Any) -> None:
+def checkTraversalGeometry(exported: scene_inputs.ExportedInputs, outputs: Any, nodes: list | None = None,
+                           planeToleranceMm: float = 1e-3) -> None:
     """Every traversal frame lies where the model's patch was cut: its centre on the centroid of the node's
     largest axial cross-section (within half a frame pixel in-plane, in its plane), its columns running to
     the patient's left and its rows to posterior (the report's patch convention: patient right on the left,
-    anterior at the top), with square pixels."""
+    anterior at the top), with square pixels. ``planeToleranceMm``: how far off that plane the frame may lie
+    (a preset that resamples the slices cuts the patch on its own grid's largest slice: up to one of its
+    slices away)."""
     ijkToLps = RAS_TO_LPS @ exported.ijkToWorld
     (axisL, signL), (axisP, signP), (axisS, signS) = _canonicalAxes(ijkToLps)
     unit = ijkToLps[:3, :3] / np.linalg.norm(ijkToLps[:3, :3], axis=0)
-    regions = {region.node_id: region for region in libraryNodes(exported)}
+    regions = {region.node_id: region for region in (nodes if nodes is not None else libraryNodes(exported))}
     for nodeId, sequenceNode in outputs.sequenceNodes.items():
         frameNode = sequenceNode.GetNthDataNode(0)
         cols, rows = frameNode.GetImageData().GetDimensions()[:2]
@@ -435,7 +438,7 @@ def checkTraversalGeometry(exported: scene_inputs.ExportedInputs, outputs: Any) 
         inPlane = [abs(float(offset @ unit[:, axis])) for axis in (axisL, axisP)]
         assert max(inPlane) <= pixelMm / 2 + 1e-6, f"node {nodeId}: frame centre {centre} is {inPlane} mm off the node's centroid {centroid}"
         normal = np.cross(column, row) / np.linalg.norm(np.cross(column, row))
-        assert abs(float(offset @ normal)) < 1e-3, f"node {nodeId}: frame out of the node's plane"
+        assert abs(float(offset @ normal)) <= planeToleranceMm, f"node {nodeId}: frame {float(offset @ normal):.3f} mm out of the node's plane"
 
 
 def checkOutputs(volumeNode: Any, segmentationNode: Any, exported: scene_inputs.ExportedInputs, outputs: Any,
@@ -526,6 +529,11 @@ def scenarioOutputsAndRerun(context: SceneContext, folder: Path) -> None:
 # ---------------------------------------------------------------------------------------------- the child process
 
 
+def _childEnvironment() -> dict[str, str]:
+    """The environment the module gives its child (its own copy of the library first on the path)."""
+    return childEnvironment(os.environ, libraryRoot(), ownInterpreter=False)
+
+
 def _python(context: SceneContext) -> str:
     """The interpreter for the child, or Skip when none with the library's packages is there."""
     python = context.python
@@ -537,11 +545,11 @@ def _python(context: SceneContext) -> str:
         except ModuleError as error:
             raise Skip(str(error)) from None
     probe = subprocess.run([python, "-c", "import torch, LNMStagingLib.prediction"], capture_output=True, text=True,
-                           env={**os.environ, "PYTHONPATH": str(libraryRoot())})
+                           env=_childEnvironment())
     if probe.returncode != 0:
         raise Skip(f"{python} cannot import torch and the prediction library (install the dependencies first)")
     models = subprocess.run([python, "-m", "LNMStagingLib", "models", "--json"], capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(libraryRoot())})
+                            env=_childEnvironment())
     if models.returncode != 0 or not json.loads(models.stdout or "[]"):
         raise Skip("no model bundle installed (Resources/Models or LNMSTAGING_MODEL_PATH)")
     return python
@@ -551,7 +559,7 @@ def cliProbabilities(python: str, image: Path, segmentation: Path, folder: Path,
     """Per-node probabilities of ``lnmstaging predict`` on the same files, by segment name."""
     out = folder / "cli-prediction"
     done = subprocess.run([python, "-m", "LNMStagingLib", "predict", str(image), str(segmentation), "--quiet", *options,
-                           "--out", str(out)], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(libraryRoot())})
+                           "--out", str(out)], capture_output=True, text=True, env=_childEnvironment())
     assert done.returncode == 0, done.stderr
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     return {node["segment_name"]: node["probability"] for node in report["nodes"]}
@@ -567,17 +575,21 @@ def _processGone(pid: int) -> bool:
     return False
 
 
+def _caseInScene(context: SceneContext, folder: Path) -> tuple[CaseFiles, Any, Any, Path]:
+    """The phantom case loaded into the scene, and an empty folder for the runs' temporary folders."""
+    files = writeTestCase(folder / "case")
+    workRoot = folder / "work"
+    workRoot.mkdir()
+    return files, loadVolume(context.scene, files.image), loadSegmentation(context.scene, files.segnrrd), workRoot
+
+
 def scenarioPredictInChildProcess(context: SceneContext, folder: Path) -> None:
     """The module's path end to end: export, the child's prediction with progress lines, the outputs in the
     scene equal to ``lnmstaging predict`` on the same case (within 1e-5), no temporary files left; a rerun with
     clinical data leaves the scene's node count unchanged."""
     python = _python(context)
-    files = writeTestCase(folder / "case")
+    files, volumeNode, segmentationNode, workRoot = _caseInScene(context, folder)
     scene = context.scene
-    volumeNode = loadVolume(scene, files.image)
-    segmentationNode = loadSegmentation(scene, files.segnrrd)
-    workRoot = folder / "work"
-    workRoot.mkdir()
     logic = LNMStagingLogic()
     run = logic.startPrediction(volumeNode, segmentationNode, PredictionRequest(python=python, workRoot=workRoot))
     seen: list[tuple[float, str]] = []
@@ -596,6 +608,7 @@ def scenarioPredictInChildProcess(context: SceneContext, folder: Path) -> None:
     assert seen[-1][0] == 1.0, seen
     assert not any(workRoot.iterdir()), f"temporary files left: {list(workRoot.iterdir())}"
     assert [row["segment_name"] for row in outputs.report["nodes"]] == [node.segment_name for node in nodes]
+    checkTraversalGeometry(exported, outputs, nodes)  # the real frames, placed by the child's own stacks
     expected = cliProbabilities(python, files.image, files.segnrrd, folder)
     table = outputs.tableNode.GetTable()
     for r in range(table.GetNumberOfRows()):
@@ -613,12 +626,8 @@ def scenarioCancelAndFailure(context: SceneContext, folder: Path) -> None:
     failure (a model folder that is not a bundle, a bundle for another modality) reaches the caller as the
     child's one line, with the scene as it was."""
     python = _python(context)
-    files = writeTestCase(folder / "case")
+    files, volumeNode, segmentationNode, workRoot = _caseInScene(context, folder)
     scene = context.scene
-    volumeNode = loadVolume(scene, files.image)
-    segmentationNode = loadSegmentation(scene, files.segnrrd)
-    workRoot = folder / "work"
-    workRoot.mkdir()
     logic = LNMStagingLogic()
     count = scene.GetNumberOfNodes()
     run = logic.startPrediction(volumeNode, segmentationNode, PredictionRequest(python=python, workRoot=workRoot))

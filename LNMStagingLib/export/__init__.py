@@ -1,0 +1,1 @@
+"""Exports of predictions to formats hospital systems read (DICOM SEG and SR)."""
