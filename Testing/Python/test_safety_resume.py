@@ -60,17 +60,17 @@ def test_a_benchmark_rerun_on_other_data_recomputes_and_states_the_data(tmp_path
     out, messages = tmp_path / "bench", []
     kwargs = dict(methods=("size",), n_folds=2, quick=True, progress=False, command="test", log=messages.append,
                   n_boot=20)
-    run_benchmark(data, out, max_patients=12, **kwargs)
+    run_benchmark(data, out, max_patients=16, **kwargs)
     small = json.loads((out / "size" / "fold_0" / "result.json").read_text())
-    assert "12 patients" in (out / "benchmark.md").read_text() and "random subset of the 30" in \
+    assert "16 patients" in (out / "benchmark.md").read_text() and "random subset of the 30" in \
         (out / "benchmark.md").read_text()
     messages.clear()
-    path = run_benchmark(data, out, max_patients=20, **kwargs)
+    path = run_benchmark(data, out, max_patients=24, **kwargs)
     assert sum("left by another run" in m for m in messages) == 2
     large = json.loads((out / "size" / "fold_0" / "result.json").read_text())
-    assert len(large["train_patients"]) + len(large["test_patients"]) == 20 != \
+    assert len(large["train_patients"]) + len(large["test_patients"]) == 24 != \
         len(small["train_patients"]) + len(small["test_patients"])
-    assert "20 patients" in path.read_text()
+    assert "24 patients" in path.read_text()
     messages.clear()
-    run_benchmark(data, out, max_patients=20, **kwargs)
+    run_benchmark(data, out, max_patients=24, **kwargs)
     assert not any("left by another run" in m for m in messages)  # the same run resumes
