@@ -64,6 +64,8 @@ def _predict_cohort(args: argparse.Namespace) -> int:
     inputs = [args.manifest, args.model and Path(args.model)]
     inputs += [path for entry in read_manifest(args.manifest) for path in (entry.image, entry.segmentation)]
     refuse_input_as_output(args.out, inputs)
+    # Dask's scheduler and workers must shut down through the interpreter's teardown (cli/main.py: fast_exit)
+    args.fast_exit = not args.cluster
     bar = None
 
     def progress(done: int, total: int, status: dict | None) -> None:
@@ -129,7 +131,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "cluster of N worker processes (default 2) or a scheduler address such as tcp://host:8786")
     cohort.add_argument("--quiet", action="store_true", help="no progress bar")
     cohort.add_argument("--out", type=Path, required=True, help="output folder (new, empty or an earlier run's)")
-    cohort.set_defaults(handler=_predict_cohort)
+    cohort.set_defaults(handler=_predict_cohort, fast_exit=True)
 
     export = subparsers.add_parser(
         "export-dicom", help="a predict output as DICOM SEG (one segment per node) and SR TID 1500 (node results)",

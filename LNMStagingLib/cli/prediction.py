@@ -1,6 +1,7 @@
 """`lnmstaging predict` and `lnmstaging explain clusters`.
 
-Heavy modules (torch, MONAI) are imported inside the handlers so that other commands start fast.
+Heavy modules (torch, MONAI) are imported inside the handlers so that other commands start fast; `predict` sets
+``fast_exit`` (see cli/main.py).
 """
 
 from __future__ import annotations
@@ -37,15 +38,16 @@ def _predict(args: argparse.Namespace) -> int:
         print_progress(0.0, "reading the image and the segmentation")
     case = load_case(args.image, args.segmentation, split_islands=args.split_islands)
     started = time.perf_counter()
-    import monai.visualize  # noqa: F401  (imported here so that the timings below exclude imports)
-    import torch  # noqa: F401
+    import torch  # noqa: F401  (imported here so that the timings below exclude it)
     from tqdm.auto import tqdm
 
     from ..prediction import image_modality, load_bundle_for_case, predict_case, write_outputs
+    from ..prediction.pipeline import torch_threads
 
     imports = time.perf_counter() - started
     clock = time.perf_counter()
-    bundle = load_bundle_for_case(args.model, args.preset, image_modality(args.image) or args.modality)
+    with torch_threads():  # the single-threaded setting of the inference, for loading the weights as well
+        bundle = load_bundle_for_case(args.model, args.preset, image_modality(args.image) or args.modality)
     load_time = time.perf_counter() - clock
     clock = time.perf_counter()
     quiet = args.quiet or args.progress_lines
@@ -120,7 +122,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          "per step on stdout: 'lnmstaging-progress {\"fraction\": F, \"message\": M}' (for a parent "
                          "process such as the Slicer module)")
     predict.add_argument("--out", type=Path, required=True, help="output folder (replaced as a whole, atomically)")
-    predict.set_defaults(handler=_predict)
+    predict.set_defaults(handler=_predict, fast_exit=True)
 
     explain = subparsers.add_parser("explain", help="explore a model's latent space")
     explain_commands = explain.add_subparsers(dest="explain_command", metavar="WHAT")

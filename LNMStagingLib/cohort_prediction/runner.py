@@ -111,11 +111,13 @@ def run_cohort(manifest: str | Path, out_dir: str | Path, model: str | Path | No
         The :class:`CohortRun`.
     """
     from ..bundle import load_bundle
+    from ..prediction.pipeline import torch_threads
 
     # the run folder is added to by name, never replaced whole: only each case folder follows the listing rule
     out_dir = check_output_directory(out_dir, COHORT_FILE, replaced_whole=False)
     entries = read_manifest(manifest)
-    bundle = load_bundle(model)  # checks the bundle once here; its manifest checksum enters every fingerprint
+    with torch_threads():  # single-threaded, as `predict` loads a bundle
+        bundle = load_bundle(model)  # checks the bundle once here; its manifest checksum enters every fingerprint
     options = {"split_islands": split_islands, "preset": preset, "dicom_export": dicom_export,
                "allow_out_of_domain": allow_out_of_domain}
     tasks = [make_task(entry, out_dir, str(bundle.path), bundle.manifest_sha256, **options) for entry in entries]

@@ -17,6 +17,7 @@ from ..errors import InputError
 from ..io.image import read_image
 from ..io.segmentation import NodeRegion, read_segmentation
 from ..io.volume import Volume
+from .intensity import is_pointwise
 from .presets import Preset
 
 
@@ -97,6 +98,9 @@ class PreparedCase:
     source_shape: tuple[int, int, int]  # (k, j, i) of the input image
     preset: Preset | None
     case: Case
+    # Pointwise intensity steps not applied to ``image`` but to the voxels each patch reads (extract_patches):
+    # the same patch values without a float copy of the whole volume.
+    patch_intensity: list[dict] = field(default_factory=list)
 
     @property
     def grid_to_source_index(self) -> np.ndarray:
@@ -194,13 +198,17 @@ def _resample(volume: Volume, nodes: list[NodeRegion], spacing: tuple[float, flo
     return new_volume, new_nodes
 
 
-def prepare_case(case: Case, preset: Preset | None = None, intensity: bool = True) -> PreparedCase:
+def prepare_case(case: Case, preset: Preset | None = None, intensity: bool = True,
+                 pointwise_on_patches: bool = False) -> PreparedCase:
     """Canonical LPS orientation, then the preset's resampling and (when ``intensity``) intensity steps.
 
     Args:
         case: the case as read.
         preset: the preprocessing preset (None: orientation only).
         intensity: apply the preset's intensity steps.
+        pointwise_on_patches: when the preset's intensity steps are pointwise (:func:`is_pointwise`), leave
+            ``image`` as read and let :func:`~LNMStagingLib.imaging.patches.extract_patches` apply them to the
+            voxels the patches read (same patches; for callers that use the prepared image only for patches).
 
     Returns:
         The :class:`PreparedCase` (its ``grid_to_source_index`` maps back to the input image's voxels).
@@ -210,7 +218,11 @@ def prepare_case(case: Case, preset: Preset | None = None, intensity: bool = Tru
         volume, nodes = _resample(volume, nodes, preset.target_spacing_mm)
         if not nodes:
             raise InputError(case.segmentation_source, "every node is smaller than one voxel of the preset's grid")
+    deferred: list[dict] = []
     if preset is not None and intensity:
-        volume = volume.with_array(preset.apply_intensity(volume.array))
+        if pointwise_on_patches and is_pointwise(preset.intensity):
+            deferred = [dict(step) for step in preset.intensity]
+        else:
+            volume = volume.with_array(preset.apply_intensity(volume.array))
     geometry = Volume(np.zeros((1, 1, 1), dtype=np.uint8), case.image.spacing, case.image.origin, case.image.direction)
-    return PreparedCase(volume, nodes, geometry, case.image.array.shape, preset, case)
+    return PreparedCase(volume, nodes, geometry, case.image.array.shape, preset, case, deferred)

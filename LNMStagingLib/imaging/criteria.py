@@ -77,13 +77,24 @@ def definitions(cutoffs: CriteriaCutoffs = DEFAULT_CUTOFFS) -> dict[str, Any]:
     }
 
 
-def heterogeneity_cv(image: Volume, node: NodeRegion, cutoffs: CriteriaCutoffs = DEFAULT_CUTOFFS) -> float:
+def heterogeneity_cv(image: Volume, node: NodeRegion, cutoffs: CriteriaCutoffs = DEFAULT_CUTOFFS,
+                     image_minimum: float | None = None) -> float:
     """Coefficient of variation of the node's intensities on its largest axial cross-section.
 
     ``image``/``node`` on the canonical grid of the ORIGINAL image (no resampling, no intensity preset), so
     the texture is the acquired one. Border pixels mix node and surrounding tissue (partial volume), which
     would make every small node look heterogeneous, so the cross-section is eroded by one pixel when enough
     pixels remain.
+
+    Args:
+        image: the case's image on its canonical grid.
+        node: the node on that grid.
+        cutoffs: the criteria's cut-offs.
+        image_minimum: ``image.array.min()`` when the caller has it (one full-volume pass per case instead of
+            one per node); None computes it here.
+
+    Returns:
+        The coefficient of variation (0.0 for fewer than 2 pixels or a mean near 0).
     """
     areas = slice_areas_mm2(node.mask, image.spacing)
     local = int(np.argmax(areas))
@@ -94,7 +105,7 @@ def heterogeneity_cv(image: Volume, node: NodeRegion, cutoffs: CriteriaCutoffs =
     values = image.array[k, rows, cols].astype(np.float64)
     # MRI magnitudes are >= 0 (a ratio scale, so the CV is meaningful); signed intensities such as CT
     # Hounsfield units are measured from the image's minimum (air) instead, so that the mean is not near 0.
-    minimum = float(image.array.min())
+    minimum = float(image.array.min()) if image_minimum is None else float(image_minimum)
     if minimum < 0:
         values = values - minimum
     eroded = ndimage.binary_erosion(section)

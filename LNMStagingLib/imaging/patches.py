@@ -15,6 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from .case import PreparedCase
+from .intensity import apply_steps
 from .measure import CrossSection, measure_cross_section, slice_areas_mm2
 
 
@@ -114,6 +115,31 @@ def _sample(slice_array: np.ndarray, start: np.ndarray, step: np.ndarray, size: 
     return ndimage.map_coordinates(slice_array, [rr, cc], order=order, mode="constant", cval=0)
 
 
+def _source_box(start: np.ndarray, step: np.ndarray, size: int, shape: tuple[int, int], margin: int = 2) -> tuple[slice, slice]:
+    """The (rows, columns) of a slice that a patch's samples read, with a margin for the interpolation, clipped
+    to the slice: sampling the crop gives exactly what sampling the whole slice gives."""
+    last = start + (size - 1) * step  # (i, j) of the last patch pixel
+    boxes = []
+    for axis, length in ((1, shape[0]), (0, shape[1])):
+        low = int(np.floor(min(start[axis], last[axis]))) - margin
+        high = int(np.ceil(max(start[axis], last[axis]))) + margin + 1
+        low, high = min(max(low, 0), length - 1), min(max(high, 1), length)
+        boxes.append(slice(low, max(high, low + 1)))
+    return boxes[0], boxes[1]
+
+
+def _crop_mask(node_offset: tuple[int, int, int], section: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+    """The node's cross-section painted on the crop ``rows`` x ``cols`` of its slice (float32 0/1)."""
+    crop = np.zeros((rows.stop - rows.start, cols.stop - cols.start), np.float32)
+    r0, c0 = max(node_offset[1], rows.start), max(node_offset[2], cols.start)
+    r1 = min(node_offset[1] + section.shape[0], rows.stop)
+    c1 = min(node_offset[2] + section.shape[1], cols.stop)
+    if r0 < r1 and c0 < c1:
+        crop[r0 - rows.start:r1 - rows.start, c0 - cols.start:c1 - cols.start] = \
+            section[r0 - node_offset[1]:r1 - node_offset[1], c0 - node_offset[2]:c1 - node_offset[2]]
+    return crop
+
+
 def extract_patches(prepared: PreparedCase, config: PatchConfig | None = None) -> PatchSet:
     """Cut the patches of every node of a prepared case.
 
@@ -145,11 +171,14 @@ def extract_patches(prepared: PreparedCase, config: PatchConfig | None = None) -
             start = centre - (config.size - 1) / 2 * step
             if np.all(step == 1.0):
                 start = np.floor(start + 0.5)  # whole pixels: the patch is an exact crop of the slice
-            full_mask = np.zeros(volume.array.shape[1:], bool)
-            full_mask[node.offset[1]:node.offset[1] + cross_section.shape[0],
-                      node.offset[2]:node.offset[2] + cross_section.shape[1]] = cross_section
-            image = _sample(volume.array[k].astype(np.float32, copy=False), start, step, config.size, order=1)
-            mask = _sample(full_mask.astype(np.float32), start, step, config.size, order=0) > 0.5
+            # only the part of the slice the patch reads: a whole 1024 x 1024 slice per patch added up
+            rows, cols = _source_box(start, step, config.size, volume.array.shape[1:])
+            region = volume.array[k, rows, cols].astype(np.float32)
+            if prepared.patch_intensity:
+                region = apply_steps(region, prepared.patch_intensity)
+            local_start = start - np.array([cols.start, rows.start])
+            image = _sample(region, local_start, step, config.size, order=1)
+            mask = _sample(_crop_mask(node.offset, cross_section, rows, cols), local_start, step, config.size, order=0) > 0.5
             if mask_background:
                 image = np.where(mask, image, 0).astype(np.float32)
             patch_to_grid = np.array([[step[0], 0, 0, start[0]], [0, step[1], 0, start[1]], [0, 0, 1, k], [0, 0, 0, 1.0]])

@@ -1,4 +1,5 @@
-"""Preprocessing presets: data (JSON), applied with TorchIO intensity transforms and SimpleITK resampling.
+"""Preprocessing presets: data (JSON), applied with numpy intensity steps (imaging/intensity.py; TorchIO's
+definitions) and SimpleITK resampling.
 
 A preset travels inside every model bundle, so a bundle is always applied with the preprocessing it was
 trained with. Presets read from a bundle are untrusted input: ``Preset.from_dict`` validates every field.
@@ -80,40 +81,19 @@ class Preset:
             raise InputError(source, f"is not valid JSON ({error.msg}, line {error.lineno})") from None
 
     def apply_intensity(self, array: np.ndarray) -> np.ndarray:
-        """Apply the intensity steps to a (k, j, i) array with TorchIO; returns float32."""
+        """Apply the intensity steps to a (k, j, i) array (numpy, one float32 copy); returns float32.
+
+        Args:
+            array: the voxels (left unchanged).
+
+        Returns:
+            A new float32 array (``array`` itself when there is no step and it is float32).
+        """
         if not self.intensity:
             return array.astype(np.float32, copy=False)
-        import torch
-        import torchio as tio
+        from .intensity import apply_steps
 
-        image = tio.ScalarImage(tensor=torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None])
-        transforms = [_torchio_step(step) for step in self.intensity]
-        transformed = tio.Compose(transforms)(image)
-        return transformed.data[0].numpy().astype(np.float32, copy=False)
-
-
-def _torchio_step(step: dict[str, Any]):
-    import torchio as tio
-
-    kind = step["type"]
-    if kind == "histogram_standardization":
-        landmarks = step.get("landmarks")
-        if landmarks is None:
-            raise InputError("preset", "histogram standardisation has no landmarks: learn them from training images "
-                                      "with `lnmstaging preset --manifest CSV --out preset.json` and pass that file "
-                                      "as the preset")
-        return tio.HistogramStandardization({"default_image_name": np.asarray(landmarks, dtype=float)})
-    if kind == "z_normalization":
-        return tio.ZNormalization()
-    if kind == "rescale":
-        return tio.RescaleIntensity(
-            out_min_max=tuple(step.get("out_min_max", (0.0, 1.0))),
-            in_min_max=tuple(step["in_min_max"]) if step.get("in_min_max") else None,
-            percentiles=tuple(step.get("percentiles", (0.0, 100.0))),
-        )
-    if kind == "clamp":
-        return tio.Clamp(out_min=step.get("out_min"), out_max=step.get("out_max"))
-    raise InputError("preset", f"unknown intensity step {kind!r}")
+        return apply_steps(np.array(array, dtype=np.float32), self.intensity)  # a copy: the caller's array stays
 
 
 def train_landmarks(image_arrays: list[np.ndarray]) -> list[float]:

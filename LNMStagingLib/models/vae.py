@@ -224,14 +224,16 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, reduction: s
         window = _gaussian_window().to(device=x.device, dtype=x.dtype)
         _WINDOW_CACHE[key] = window
     channels = x.shape[1]
-    w = window.expand(channels, 1, -1, -1)
     c1 = (0.01 * data_range) ** 2
     c2 = (0.03 * data_range) ** 2
-    mu_x = F.conv2d(x, w, groups=channels)
-    mu_y = F.conv2d(y, w, groups=channels)
-    sxx = F.conv2d(x * x, w, groups=channels) - mu_x.pow(2)
-    syy = F.conv2d(y * y, w, groups=channels) - mu_y.pow(2)
-    sxy = F.conv2d(x * y, w, groups=channels) - mu_x * mu_y
+    # The five local statistics in one grouped convolution: one kernel launch and one backward pass instead
+    # of five (SSIM was 40% of a VAE training step); each group still sees only its own map.
+    stacked = torch.cat([x, y, x * x, y * y, x * y], dim=1)
+    local = F.conv2d(stacked, window.expand(5 * channels, 1, -1, -1), groups=5 * channels)
+    mu_x, mu_y, exx, eyy, exy = local.split(channels, dim=1)
+    sxx = exx - mu_x.pow(2)
+    syy = eyy - mu_y.pow(2)
+    sxy = exy - mu_x * mu_y
     value = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x.pow(2) + mu_y.pow(2) + c1) * (sxx + syy + c2))
     per_image = value.flatten(1).mean(1)
     return per_image.mean() if reduction == "mean" else per_image

@@ -45,7 +45,13 @@ INFERENCE_THREADS = 1
 
 
 @contextlib.contextmanager
-def _torch_threads(count: int) -> Iterator[None]:
+def torch_threads(count: int = INFERENCE_THREADS) -> Iterator[None]:
+    """Run the block with ``count`` torch threads (loading a bundle too: 2 threads made it 5x slower here); the
+    caller's setting is restored afterwards.
+
+    Args:
+        count: torch's intra-op thread count inside the block.
+    """
     import torch
 
     previous = torch.get_num_threads()
@@ -121,7 +127,7 @@ def predict_case(
 
     Raises InputError/BundleError for unusable input, CancelledError when ``cancel()`` turns true between steps.
     """
-    with _torch_threads(INFERENCE_THREADS):
+    with torch_threads(INFERENCE_THREADS):
         return _predict(case, clinical, bundle_path, progress, cancel, bundle, allow_out_of_domain)
 
 
@@ -207,7 +213,7 @@ def assemble(case: Case, bundle: ModelBundle, inputs: PreparedInputs, inference:
     }
     return PredictionResult(
         model=model_info(bundle), patient=patient_result, nodes=nodes,
-        heatmap=explanations.heatmap.astype(np.float32), patch_heatmaps=patch_maps, traversals=traversals,
+        heatmap=explanations.heatmap.astype(np.float32, copy=False), patch_heatmaps=patch_maps, traversals=traversals,
         traversal_steps=list(TRAVERSAL_STEPS), node_patches=node_patches, skipped_nodes=inputs.skipped,
         input_info=input_info, criteria_definitions=criteria.definitions(), timings=timings,
     )

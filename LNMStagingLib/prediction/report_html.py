@@ -6,7 +6,7 @@ import html
 import json
 from typing import Any
 
-from .imaging import data_uri, overlay, strip, to_uint8, top_fraction, upscale
+from .imaging import data_uri, overlay, png_data_uri, strip, to_uint8, top_fraction, upscale
 from .results import DISCLAIMER, UNCERTAIN_RANGE, PredictionResult
 
 _STYLE = """
@@ -74,7 +74,7 @@ def _node_table(result: PredictionResult) -> str:
 {'<p>No prediction for:</p><ul>' + skipped + '</ul>' if skipped else ''}"""
 
 
-def _node_panels(result: PredictionResult) -> str:
+def _node_panels(result: PredictionResult, strip_pngs: dict[tuple[int, str], bytes]) -> str:
     steps = ", ".join(f"{t:+g}" for t in result.traversal_steps)
     panels = []
     for node in result.nodes:
@@ -89,7 +89,8 @@ def _node_panels(result: PredictionResult) -> str:
             "<figcaption>top 25 % (as displayed in the paper)</figcaption></figure>",
         ]
         strips = "".join(
-            f'<figure><img alt="{_e(name)}" src="{data_uri(strip(frames))}"><figcaption>{_e(name.replace("_", " "))} '
+            f'<figure><img alt="{_e(name)}" src="{_strip_uri(strip_pngs, node.node_id, name, frames)}"><figcaption>'
+            f'{_e(name.replace("_", " "))} '
             f"traversal, t = {steps}</figcaption></figure><br>"
             for name, frames in result.traversals[node.node_id].items()
         )
@@ -120,7 +121,23 @@ preset {_e(model.preset)}, {model.n_members} ensemble members, threshold {model.
 ({_e(model.threshold_source)}), eta {model.eta:.2f}.</p><ul>{card}</ul>"""
 
 
-def render_html(result: PredictionResult) -> str:
+def _strip_uri(strip_pngs: dict[tuple[int, str], bytes], node_id: int, name: str, frames) -> str:
+    """The traversal strip as a data URI: the PNG the writer already encoded when it has one."""
+    encoded = strip_pngs.get((node_id, name))
+    return png_data_uri(encoded) if encoded is not None else data_uri(strip(frames))
+
+
+def render_html(result: PredictionResult, strip_pngs: dict[tuple[int, str], bytes] | None = None) -> str:
+    """The self-contained HTML report.
+
+    Args:
+        result: the prediction.
+        strip_pngs: the traversal strips already PNG-encoded, by (node id, direction), so that they are not
+            encoded twice (missing ones are encoded here).
+
+    Returns:
+        The HTML text.
+    """
     lead, _, rest = DISCLAIMER.partition(". ")
     disclaimer = f'<p class="disclaimer"><b>{_e(lead)}.</b> {_e(rest)}</p>'
     source = result.input_info
@@ -132,7 +149,7 @@ def render_html(result: PredictionResult) -> str:
 <p>Image: <code>{_e(source.get('image'))}</code><br>Segmentation: <code>{_e(source.get('segmentation'))}</code></p>
 {_patient_section(result)}
 {_node_table(result)}
-{_node_panels(result)}
+{_node_panels(result, strip_pngs or {})}
 {_criteria_section(result)}
 {_model_section(result)}
 {disclaimer}

@@ -109,7 +109,8 @@ def prepare(case: Case, bundle: ModelBundle, steps: Steps) -> PreparedInputs:
     model input, and the rule-based criteria of every usable node."""
     steps(0.1, "preparing the image with the model's preset")
     preset, patch_config = bundle.config.preprocessing, bundle.config.patch_sampling
-    prepared = prepare_case(case, preset)
+    # only the patches read the prepared intensities here: a pointwise preset runs on the patches' voxels alone
+    prepared = prepare_case(case, preset, pointwise_on_patches=True)
     native = prepare_case(case, None, intensity=False)  # canonical orientation only: the acquired voxels
     steps(0.2, "measuring the nodes")
     measurements = measure_nodes(prepared)
@@ -132,8 +133,9 @@ def prepare(case: Case, bundle: ModelBundle, steps: Steps) -> PreparedInputs:
     model_input = bundle.prepare_patches(images, masks)
     usable = [m for m in measurements if any(p.node_id == m.node_id for p in patch_set.patches)]
     criteria_by_id = {}
+    minimum = float(native.image.array.min())  # once per case: a full-volume pass per node added up at 100 nodes
     for m in usable:
-        cv = criteria.heterogeneity_cv(native.image, native_nodes[m.node_id])
+        cv = criteria.heterogeneity_cv(native.image, native_nodes[m.node_id], image_minimum=minimum)
         criteria_by_id[m.node_id] = (cv, criteria.evaluate(m, cv))
     return PreparedInputs(preset, patch_config, prepared, usable, native_by_id, patch_set, features, model_input,
                           criteria_by_id, skipped, float(pixel_mm), mismatches)

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from ..imaging.case import Case
 from ..io.atomic import atomic_directory
+from ..io.nrrd import write_nrrd
 from ..io.volume import Volume
 from .imaging import png_bytes, strip
 from .report_html import render_html
@@ -42,12 +42,9 @@ def frame_geometry(frame_to_lps: np.ndarray) -> tuple[tuple[float, ...], tuple[f
 
 
 def _write_stack(frames: np.ndarray, frame_to_lps: np.ndarray, path: Path) -> None:
-    image = sitk.GetImageFromArray(frames.astype(np.float32))  # (F, H, W): frames along k
     spacing, origin, direction = frame_geometry(frame_to_lps)
-    image.SetSpacing(spacing)
-    image.SetOrigin(origin)
-    image.SetDirection(direction)
-    sitk.WriteImage(image, str(path), useCompression=True)
+    # (F, H, W): frames along k; written directly (one node in 100 cost 5 ms through an sitk.Image)
+    write_nrrd(Volume(frames.astype(np.float32, copy=False), spacing, origin, np.reshape(direction, (3, 3))), path)
 
 
 def write_outputs(result: PredictionResult, case: Case, out_dir: str | Path) -> Path:
@@ -66,19 +63,22 @@ def write_outputs(result: PredictionResult, case: Case, out_dir: str | Path) -> 
         raise ValueError(f"heatmap {result.heatmap.shape} is not on the case image grid {case.image.array.shape}")
     report = result.to_report_dict()
     report["outputs"] = {"gradcam": "gradcam.nrrd", "html": "report.html", "traversal": {}}
+    strip_pngs: dict[tuple[int, str], bytes] = {}  # encoded once, for the files and the HTML report alike
     with atomic_directory(out_dir, marker=REPORT_FILE) as folder:
-        heatmap = Volume(result.heatmap.astype(np.float32), case.image.spacing, case.image.origin, case.image.direction)
-        sitk.WriteImage(heatmap.to_sitk(), str(folder / "gradcam.nrrd"), useCompression=True)
+        heatmap = Volume(result.heatmap.astype(np.float32, copy=False), case.image.spacing, case.image.origin,
+                         case.image.direction)
+        write_nrrd(heatmap, folder / "gradcam.nrrd")  # from the array itself: no second full-volume copy
         (folder / "traversal").mkdir()
         index_to_lps = case.image.index_to_lps()
         for node_id, directions in result.traversals.items():
             patch = result.node_patches[node_id]
             for direction, frames in directions.items():
                 png, nrrd = traversal_files(node_id, direction)
-                (folder / png).write_bytes(png_bytes(strip(frames)))
+                strip_pngs[node_id, direction] = png_bytes(strip(frames))
+                (folder / png).write_bytes(strip_pngs[node_id, direction])
                 # Each stack carries its own placement: a viewer shows frame k where the patch was cut.
                 _write_stack(frames, index_to_lps @ patch.frame_to_image(frames.shape[1:]), folder / nrrd)
                 report["outputs"]["traversal"].setdefault(str(node_id), {})[direction] = {"png": png, "nrrd": nrrd}
         (folder / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        (folder / "report.html").write_text(render_html(result), encoding="utf-8")
+        (folder / "report.html").write_text(render_html(result, strip_pngs), encoding="utf-8")
     return out_dir
