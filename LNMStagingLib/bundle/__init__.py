@@ -1,5 +1,6 @@
 """Self-describing model bundles: the file format (:mod:`.format`), the parsed config (:mod:`.config`),
-discovery of installed bundles (:mod:`.discovery`) and loading (:mod:`.load`).
+discovery of installed bundles (:mod:`.discovery`), loading (:mod:`.load`), the checks that make an untrusted
+bundle safe to open (:mod:`.checks`) and the training input domain a case is compared with (:mod:`.domain`).
 
 Loading verifies every file against the manifest, parses JSON strictly, and loads weights with safetensors
 only (never pickle); the members run as an :class:`~LNMStagingLib.models.ensemble.Ensemble`.
@@ -38,7 +39,7 @@ from .format import (
 # config and loading need torch (the models' configurations live beside their modules): imported on first use,
 # so that discovery (``lnmstaging models``, the Slicer module's model list) stays light
 _LAZY = {"BundleConfig": "config", "MemberSpec": "config", "ModelBundle": "load", "load_bundle": "load",
-         "config": None, "load": None}
+         "config": None, "load": None, "checks": None, "domain": None}
 
 
 def __getattr__(name: str) -> Any:
@@ -48,7 +49,7 @@ def __getattr__(name: str) -> Any:
     return module if _LAZY[name] is None else getattr(module, name)
 
 __all__ = [
-    "config", "discovery", "format", "load",
+    "checks", "config", "discovery", "domain", "format", "load",
     "BUNDLE_FORMAT", "BUNDLE_FORMAT_VERSION", "CARD_JSON", "CARD_MD", "CONFIG", "ENV_DEFAULT_MODEL",
     "ENV_MODEL_PATH", "MANIFEST", "TRAINING_PATIENTS_KEY", "BundleConfig", "BundleInfo", "MemberSpec",
     "ModelBundle", "builtin_models_dir", "default_bundle_path", "list_bundles", "load_bundle",

@@ -2,8 +2,10 @@
 
 ``Resources/Models/`` next to the package, plus the folders in the environment variable
 ``LNMSTAGING_MODEL_PATH`` (``os.pathsep``-separated; each entry is a bundle or a folder of bundles).
-The default bundle: ``LNMSTAGING_DEFAULT_MODEL`` (a bundle name or path) when set, else the name written in
-``Resources/Models/DEFAULT``, else the first bundle found.
+The default bundle is unambiguous: the shipped bundle named in ``Resources/Models/DEFAULT`` (found in
+``Resources/Models`` itself, never a same-named bundle elsewhere), unless ``LNMSTAGING_DEFAULT_MODEL`` names
+another (a bundle path, or the name of exactly one installed bundle). Two installed bundles with the same name
+(one shadowing the other) and a default name that matches no bundle are errors, never a silent choice.
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ def _bundle_name(path: Path) -> str:
 def list_bundles() -> list[BundleInfo]:
     """Installed bundles (folders holding ``manifest.json``), exactly one marked ``default`` when any.
 
-    Cheap: reads only the manifests' names; integrity is checked by :func:`load_bundle`.
+    Cheap: reads only the manifests' names; integrity is checked by :func:`load_bundle`. Raises
+    :class:`BundleError` when two bundles share a name or the configured default names no bundle.
     """
     found: list[tuple[str, Path]] = []
     seen: set[Path] = set()
@@ -73,8 +76,26 @@ def list_bundles() -> list[BundleInfo]:
                 continue
             seen.add(resolved)
             found.append((_bundle_name(candidate), resolved))
+    names: dict[str, Path] = {}
+    for name, path in found:
+        if name in names:
+            raise BundleError(path, f"model bundle name {name!r} is also used by {names[name]}: one would shadow the "
+                                    f"other; rename one or remove it from {ENV_MODEL_PATH}")
+        names[name] = path
     default_path = _choose_default(found)
     return [BundleInfo(name, path, path == default_path) for name, path in found]
+
+
+def _shipped_default() -> Path | None:
+    """The bundle named in ``Resources/Models/DEFAULT``, inside ``Resources/Models`` (None: none shipped)."""
+    marker = builtin_models_dir() / "DEFAULT"
+    if not marker.is_file():
+        return None
+    wanted = marker.read_text(encoding="utf-8").strip()
+    candidate = builtin_models_dir() / wanted
+    if not wanted or not (candidate / MANIFEST).is_file():
+        raise BundleError(marker, f"names {wanted!r}, which is not a bundle folder in {builtin_models_dir()}")
+    return candidate.resolve()
 
 
 def _choose_default(found: list[tuple[str, Path]]) -> Path | None:
@@ -82,19 +103,25 @@ def _choose_default(found: list[tuple[str, Path]]) -> Path | None:
         return None
     wanted = os.environ.get(ENV_DEFAULT_MODEL, "").strip()
     if not wanted:
-        marker = builtin_models_dir() / "DEFAULT"
-        if marker.is_file():
-            wanted = marker.read_text(encoding="utf-8").strip()
-    if wanted:
-        as_path = Path(wanted).expanduser()
-        for name, path in found:
-            if name == wanted or path.name == wanted or (as_path.is_dir() and path == as_path.resolve()):
-                return path
-    return found[0][1]
+        shipped = _shipped_default()
+        if shipped is not None:
+            return shipped
+        if len(found) == 1:
+            return found[0][1]
+        raise BundleError(builtin_models_dir(), f"{len(found)} bundles are installed and none is the default: set "
+                                                f"{ENV_DEFAULT_MODEL} or pass --model")
+    as_path = Path(wanted).expanduser()
+    if (as_path / MANIFEST).is_file():
+        return as_path.resolve()
+    matches = [path for name, path in found if name == wanted]
+    if len(matches) != 1:
+        raise BundleError(wanted, f"{ENV_DEFAULT_MODEL} names no installed model bundle (installed: "
+                                  f"{', '.join(name for name, _ in found)})")
+    return matches[0]
 
 
 def default_bundle_path() -> Path:
-    """Path of the default bundle; :class:`BundleError` when no bundle is installed."""
+    """Path of the default bundle; :class:`BundleError` when none is installed or the choice is ambiguous."""
     wanted = os.environ.get(ENV_DEFAULT_MODEL, "").strip()
     if wanted and (Path(wanted).expanduser() / MANIFEST).is_file():
         return Path(wanted).expanduser().resolve()

@@ -102,6 +102,9 @@ def verify_bundle(bundle_dir: str | Path) -> dict:
     manifest_path = bundle_dir / MANIFEST
     if not bundle_dir.is_dir():
         raise BundleError(bundle_dir, "model bundle folder not found")
+    from .checks import refuse_links
+
+    refuse_links(bundle_dir)  # before reading anything: a link may lead to /dev/zero, a loop, or outside
     if not manifest_path.is_file():
         raise BundleError(manifest_path, "missing: not a model bundle (no manifest.json)")
     manifest = strict_json(manifest_path)
@@ -152,8 +155,11 @@ def save_member_weights(member, path: Path, dtype: str = "float16") -> None:
     os.chmod(path, 0o644)
 
 
-def write_bundle(out_dir: Path, config: BundleConfig, members: list, card: dict, card_markdown: str) -> Path:
-    """Write a complete bundle (weights, config, card, manifest) into ``out_dir`` (created; must be empty)."""
+def write_bundle(out_dir: Path, config: BundleConfig, members: list, card: dict, card_markdown: str,
+                 domain: dict | None = None) -> Path:
+    """Write a complete bundle (weights, config, card, input domain, manifest) into ``out_dir`` (created; must
+    be empty). ``domain``: the training input domain (:mod:`LNMStagingLib.bundle.domain`), written as
+    ``domain.json`` when given."""
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise BundleError(out_dir, "bundle folder is not empty")
@@ -165,5 +171,9 @@ def write_bundle(out_dir: Path, config: BundleConfig, members: list, card: dict,
     (out_dir / CONFIG).write_text(json.dumps(config.to_json(), indent=2) + "\n", encoding="utf-8")
     (out_dir / CARD_JSON).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     (out_dir / CARD_MD).write_text(card_markdown, encoding="utf-8")
+    if domain is not None:
+        from .domain import DOMAIN_FILE
+
+        (out_dir / DOMAIN_FILE).write_text(json.dumps(domain, indent=2) + "\n", encoding="utf-8")
     write_manifest(out_dir, config.name, config.version)
     return out_dir

@@ -10,6 +10,7 @@ from ..models.calibration import Calibration
 from ..models.ensemble import Ensemble
 from .config import BundleConfig, check_schema
 from .discovery import resolve_bundle
+from .domain import DOMAIN_FILE, DOMAIN_FORMAT
 from .format import (
     CARD_JSON,
     CARD_MD,
@@ -34,10 +35,11 @@ class ModelBundle:
         card: model_card.json.
         card_markdown: MODEL_CARD.md ("" when absent).
         ensemble: the members, their feature scalers and the threshold.
+        domain: the training input domain (``domain.json``), None for a bundle made without it.
     """
 
     def __init__(self, path: Path, manifest: dict, manifest_sha256: str, config: BundleConfig,
-                 card: dict, card_markdown: str, ensemble: Ensemble) -> None:
+                 card: dict, card_markdown: str, ensemble: Ensemble, domain: dict | None = None) -> None:
         self.path = path
         self.manifest = manifest
         self.manifest_sha256 = manifest_sha256
@@ -47,6 +49,7 @@ class ModelBundle:
         self.card = card
         self.card_markdown = card_markdown
         self.ensemble = ensemble
+        self.domain = domain
 
     def __repr__(self) -> str:
         return f"ModelBundle(name={self.name!r}, version={self.version!r}, members={self.n_members})"
@@ -124,13 +127,18 @@ def load_bundle(path: str | Path | None = None, device: str = "cpu") -> ModelBun
         raise BundleError(bundle_dir / CARD_JSON, "model card must be a JSON object")
     card_md_path = bundle_dir / CARD_MD
     card_markdown = card_md_path.read_text(encoding="utf-8") if card_md_path.is_file() else ""
+    domain = None
+    if DOMAIN_FILE in manifest["files"]:
+        domain = strict_json(bundle_dir / DOMAIN_FILE)
+        if not isinstance(domain, dict) or domain.get("format") != DOMAIN_FORMAT:
+            raise BundleError(bundle_dir / DOMAIN_FILE, f"not a {DOMAIN_FORMAT} file")
     members = _load_members(bundle_dir, manifest, config, device)
     try:
         calibrations = [Calibration.from_dict(spec.calibration) for spec in config.members]
     except (ValueError, KeyError, TypeError) as error:
         raise BundleError(bundle_dir / CONFIG, f"invalid member calibration ({error})") from None
     ensemble = Ensemble(members, _scalers(config), float(config.threshold), device, calibrations)
-    return ModelBundle(bundle_dir, manifest, manifest_sha, config, card, card_markdown, ensemble)
+    return ModelBundle(bundle_dir, manifest, manifest_sha, config, card, card_markdown, ensemble, domain)
 
 
 def _load_members(bundle_dir: Path, manifest: dict, config: BundleConfig, device: str) -> list:
@@ -140,12 +148,16 @@ def _load_members(bundle_dir: Path, manifest: dict, config: BundleConfig, device
     from safetensors.torch import load_file
 
     from ..models.member import ModelMember
+    from .checks import check_architecture_limits, check_member_shapes
 
+    check_architecture_limits(config.vae, [config.member_mil(i) for i in range(len(config.members))],
+                              bundle_dir / CONFIG)
     members = []
     for index, spec in enumerate(config.members):
         file = bundle_dir / spec.file
         if spec.file not in manifest["files"]:
             raise BundleError(file, "member weights not listed in the manifest")
+        check_member_shapes(file, config.vae, config.member_mil(index))  # before any real tensor is allocated
         try:
             state = load_file(str(file))
         except (SafetensorError, OSError, ValueError) as error:

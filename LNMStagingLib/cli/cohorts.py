@@ -25,8 +25,10 @@ def _references(pairs: list[str]) -> dict[str, str]:
 
 def _survival(args: argparse.Namespace) -> int:
     from ..io.atomic import atomic_directory, check_output_directory
+    from ..io.outputs import refuse_input_as_output
     from ..survival import SURVIVAL_FILE, analyse, horizon_key, read_survival_table, write_survival_outputs
 
+    refuse_input_as_output(args.out, (args.table,))
     check_output_directory(args.out, SURVIVAL_FILE)
     if any(t < 0 for t in args.at):
         raise InputError(None, "--at horizons must not be negative")
@@ -56,7 +58,12 @@ def _predict_cohort(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from ..cohort_prediction import SUMMARY_CSV, SUMMARY_PARQUET, run_cohort
+    from ..io.cohort import read_manifest
+    from ..io.outputs import refuse_input_as_output
 
+    inputs = [args.manifest, args.model and Path(args.model)]
+    inputs += [path for entry in read_manifest(args.manifest) for path in (entry.image, entry.segmentation)]
+    refuse_input_as_output(args.out, inputs)
     # Dask's scheduler and workers must shut down through the interpreter's teardown (cli/main.py: fast_exit)
     args.fast_exit = not args.cluster
     bar = None
@@ -71,7 +78,8 @@ def _predict_cohort(args: argparse.Namespace) -> int:
 
     try:
         run = run_cohort(args.manifest, args.out, args.model, split_islands=args.split_islands, preset=args.preset,
-                         dicom_export=args.dicom_export, cluster=args.cluster, progress=progress)
+                         dicom_export=args.dicom_export, cluster=args.cluster, progress=progress,
+                         allow_out_of_domain=args.allow_out_of_domain)
     finally:
         if bar is not None:
             bar.close()
@@ -114,6 +122,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cohort.add_argument("--model", help="model bundle folder or installed bundle name (default: the default bundle)")
     cohort.add_argument("--split-islands", action="store_true", help="each connected component is its own node")
     cohort.add_argument("--preset", help="the preprocessing preset the images are meant for (as for predict)")
+    cohort.add_argument("--allow-out-of-domain", action="store_true", help="predict cases outside the model's "
+                        "training domain (else each is recorded as failed with the mismatch); every output of such "
+                        "a case carries the warning")
     cohort.add_argument("--dicom-export", action="store_true", help="also write DICOM SEG and SR (TID 1500) for "
                         "cases whose image is a DICOM series (see export-dicom)")
     cohort.add_argument("--cluster", metavar="local[:N]|ADDRESS", help="distribute the cases with Dask: a local "

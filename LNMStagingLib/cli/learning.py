@@ -11,6 +11,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..io.atomic import write_text_atomic
 
+PREDICTIONS_HEADER = "patient_id,n_stage_label,probability,std,positive,uncertain,n_nodes,max_node_probability"
 # Measured, not guessed (Testing/Benchmarks/bench_vae_training.py --threads 1 2, on the project's 2-core machine
 # shared with other jobs): train_vae 147 images/s with 1 torch thread, 27 images/s with 2.
 DEFAULT_THREADS = 1
@@ -71,6 +72,10 @@ def register(subparsers) -> None:
                    help="with --manifest: also write one CSV row per patient (label, probability, SD, decision)")
     p.add_argument("--plots", type=Path, default=None, help="folder for ROC and reliability plots")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    p.add_argument("--allow-out-of-domain", action="store_true", help="go on when more than 5%% of the patients lie "
+                   "outside the model's training domain (recorded in metrics.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --out/--predictions files even when "
+                   "they are not recognisably earlier evaluate outputs (an input is never replaced)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_evaluate)
 
@@ -137,19 +142,26 @@ def _evaluate(args) -> int:
     torch.set_num_threads(2)
     if args.predictions and not args.manifest:
         raise InputError(None, "--predictions goes with --manifest")
+    _check_evaluate_outputs(args)
     bundle = load_bundle(args.model)
     source = args.data or args.manifest
     if args.data:
         if not args.data.is_dir():
             raise InputError(args.data, "data folder not found")
-        result = evaluate_bundle(bundle, args.data, n_boot=args.bootstrap, plots_dir=args.plots)
+        result = evaluate_bundle(bundle, args.data, n_boot=args.bootstrap, plots_dir=args.plots,
+                                 allow_out_of_domain=args.allow_out_of_domain)
     else:
         result, rows = evaluate_bundle_on_cohort(bundle, args.manifest, n_boot=args.bootstrap, plots_dir=args.plots,
-                                                 progress=not args.no_progress)
+                                                 progress=not args.no_progress,
+                                                 allow_out_of_domain=args.allow_out_of_domain)
         if args.predictions:
             write_text_atomic(args.predictions, _predictions_csv(rows))
     write_text_atomic(args.out, json.dumps(_nan_to_null(result), indent=2, default=float, allow_nan=False) + "\n")
     n, p = result["nodule"], result["patient"]
+    domain = result["input_domain"]
+    if domain.get("patients_out_of_domain"):
+        print(f"lnmstaging: warning: {domain['patients_out_of_domain']} of {domain['patients']} patients lie outside "
+              f"the input domain of {bundle.name} (e.g. {domain['examples'][0]})", file=sys.stderr)
     seen = result["data"]["patients_seen_in_training"]
     if seen:
         print(f"lnmstaging: warning: {seen} of {result['data']['patients']} patients in {source} were used to "
@@ -164,6 +176,26 @@ def _evaluate(args) -> int:
           f"(sens {p['sensitivity']:.3f}, spec {p['specificity']:.3f}, uncertain "
           f"{100 * p['uncertain_fraction']:.0f}%) -> {args.out}")
     return 0
+
+
+def _check_evaluate_outputs(args) -> None:
+    """metrics.json, the predictions CSV and the plots folder: never an input, never a user's file."""
+    from ..io.cohort import read_manifest
+    from ..io.outputs import check_output_file, first_line_is, json_with_keys, refuse_input_as_output
+
+    inputs = [args.data, args.manifest, args.model and Path(args.model)]
+    if args.manifest and args.manifest.is_file():
+        inputs += [path for entry in read_manifest(args.manifest) for path in (entry.image, entry.segmentation)]
+    outputs = [args.out] + ([args.predictions] if args.predictions else [])
+    if len({Path(o).resolve() for o in outputs}) < len(outputs):
+        raise InputError(args.out, "--out and --predictions name the same file")
+    check_output_file(args.out, inputs, json_with_keys("nodule", "patient", "data"), "an lnmstaging evaluate "
+                      "metrics file", args.overwrite)
+    if args.predictions:
+        check_output_file(args.predictions, inputs, first_line_is(PREDICTIONS_HEADER), "an lnmstaging evaluate "
+                          "predictions CSV", args.overwrite, option="--predictions")
+    if args.plots:
+        refuse_input_as_output(args.plots, inputs + outputs, option="--plots")
 
 
 def _nan_to_null(value):
@@ -187,8 +219,7 @@ def _predictions_csv(rows) -> str:
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["patient_id", "n_stage_label", "probability", "std", "positive", "uncertain", "n_nodes",
-                     "max_node_probability"])
+    writer.writerow(PREDICTIONS_HEADER.split(","))
     for r in rows:
         writer.writerow([r.patient_id, r.label, f"{r.probability:.6f}", f"{r.std:.6f}", int(r.positive),
                          int(r.uncertain), r.n_nodes, f"{max(r.node_probabilities, default=0.0):.6f}"])
@@ -247,6 +278,7 @@ def _train(args) -> int:
     config = run.pipeline_config(args.method, args.quick, args.seed, args.config, args.epochs)
     seed_everything(args.seed)
     dataset, preset, fov = run.training_data(args.data, args.manifest, args.preset, args.fov_mm, context.progress)
+    run.check_enough_patients(dataset, config, args.data or args.manifest)
     out: Path = args.out
     if args.stage != "vae":
         run.check_bundle_folder(out)

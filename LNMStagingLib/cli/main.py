@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from .. import __version__
@@ -43,8 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(LNMStagingError):
+    """SIGTERM arrived: unwinding as an exception lets every atomic writer remove its temporary files."""
+
+    def __init__(self) -> None:
+        super().__init__("terminated (SIGTERM): nothing was left half-written")
+
+
+def _raise_terminated(_signum: int, _frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command.
+    """Run one command; returns its exit code (2 for a user error, 130/143 when stopped).
 
     Args:
         argv: the arguments (None: the process's own, as the console script and ``python -m`` run it).
@@ -53,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code. Started from the command line (``argv`` None), a command that sets ``fast_exit`` ends
         the process here instead (:func:`_exit_now`).
     """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
@@ -89,6 +104,9 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("lnmstaging: cancelled by the user", file=sys.stderr)
         return 130
+    except Terminated as error:
+        print(f"lnmstaging: {error}", file=sys.stderr)
+        return 143
     except LNMStagingError as error:
         print(f"lnmstaging: error: {error}", file=sys.stderr)
         return 2

@@ -27,10 +27,12 @@ def _clinical(args: argparse.Namespace) -> ClinicalData:
 def _predict(args: argparse.Namespace) -> int:
     from ..imaging.case import load_case
     from ..io.atomic import check_output_directory
+    from ..io.outputs import refuse_input_as_output
     from ..io.progress_lines import print_progress
     from ..prediction.writers import REPORT_FILE
 
     clinical = _clinical(args)
+    refuse_input_as_output(args.out, (args.image, args.segmentation, args.model and Path(args.model)))
     check_output_directory(args.out, REPORT_FILE)  # before the work: never replace a folder of other files
     if args.progress_lines:
         print_progress(0.0, "reading the image and the segmentation")
@@ -56,14 +58,15 @@ def _predict(args: argparse.Namespace) -> int:
             bar.set_postfix_str(message)
             bar.update(round(100 * fraction) - bar.n)
 
-        result = predict_case(case, clinical, bundle=bundle, progress=progress)
+        result = predict_case(case, clinical, bundle=bundle, progress=progress,
+                              allow_out_of_domain=args.allow_out_of_domain)
     predict_time = time.perf_counter() - clock
     result.timings.model_load_s = load_time
     clock = time.perf_counter()
     write_outputs(result, case, args.out)
     write_time = time.perf_counter() - clock
     for name in case.skipped_segments:
-        print(f"lnmstaging: warning: segment '{name}' is empty and was skipped", file=sys.stderr)
+        print(f"lnmstaging: warning: segment '{name}' {case.skip_reason(name)}: no prediction", file=sys.stderr)
     for skipped in result.skipped_nodes:
         print(f"lnmstaging: warning: node '{skipped['segment_name']}' {skipped['reason']}: no prediction", file=sys.stderr)
     patient = result.patient
@@ -74,6 +77,8 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"caution: {caveat}")
     for left_out in patient.nodes_left_out_of_bag:
         print(f"node {left_out['node_id']} ({left_out['segment_name']}) not in the patient bag: {left_out['reason']}")
+    for warning in result.input_warnings:  # beside the probability, on stdout with it
+        print(f"  warning: {warning}")
     print(f"{len(result.nodes)} node(s) -> {args.out}")
     print(result.model.context_line())
     t = result.timings
@@ -85,12 +90,15 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _clusters(args: argparse.Namespace) -> int:
     from ..io.atomic import check_output_directory
+    from ..io.outputs import refuse_input_as_output
     from ..prediction.clusters import CLUSTERS_FILE, run_cluster_analysis
 
+    refuse_input_as_output(args.out, (args.data, args.manifest, args.model and Path(args.model)))
     check_output_directory(args.out, CLUSTERS_FILE)
 
     summary = run_cluster_analysis(args.model, args.data, args.out, k=args.k, k_max=args.k_max, seed=args.seed,
-                                   manifest=args.manifest, progress=not args.no_progress)
+                                   manifest=args.manifest, progress=not args.no_progress,
+                                   allow_out_of_domain=args.allow_out_of_domain)
     print(f"k = {summary['k']} ({summary['k_choice']}); {summary['n_nodules']} nodules -> {args.out}")
     return 0
 
@@ -110,6 +118,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          "expects another one")
     predict.add_argument("--modality", help="the image's modality as DICOM names it (MR, CT) when its file carries none "
                          "(NRRD, NIfTI); refused when the bundle expects another one")
+    predict.add_argument("--allow-out-of-domain", action="store_true", help="predict a case outside the model's "
+                         "training domain (intensities, spacing) instead of refusing it; every output then carries "
+                         "the warning beside the probability")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
     predict.add_argument("--progress-lines", action="store_true", help="instead of the bar, one machine-readable line "
                          "per step on stdout: 'lnmstaging-progress {\"fraction\": F, \"message\": M}' (for a parent "
@@ -135,5 +146,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     clusters.add_argument("--k-max", type=int, default=60, help="largest k tried when choosing k (default 60)")
     clusters.add_argument("--seed", type=int, default=0)
     clusters.add_argument("--no-progress", action="store_true")
+    clusters.add_argument("--allow-out-of-domain", action="store_true", help="go on when more than 5%% of the "
+                          "patients lie outside the model's training domain (recorded in clusters.json)")
     clusters.set_defaults(handler=_clusters)
     explain.set_defaults(handler=lambda _args: explain.print_help() or 2)

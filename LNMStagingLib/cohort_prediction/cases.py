@@ -63,10 +63,11 @@ class CaseTask:
     split_islands: bool = False
     preset: str | None = None
     dicom_export: bool = False
+    allow_out_of_domain: bool = False
 
     def options(self) -> dict[str, Any]:
         return {"split_islands": self.split_islands, "preset": self.preset, "dicom_export": self.dicom_export,
-                "clinical": asdict(self.clinical)}
+                "clinical": asdict(self.clinical), "allow_out_of_domain": self.allow_out_of_domain}
 
 
 def fingerprint(task: CaseTask) -> str:
@@ -133,7 +134,7 @@ def _predict(task: CaseTask) -> dict[str, Any]:
         raise BundleError(task.model, "the bundle changed while the cohort was running")
     case = load_case(task.image, task.segmentation, split_islands=task.split_islands)
     check_intended_input(bundle, task.preset, image_modality(task.image))
-    result = predict_case(case, task.clinical, bundle=bundle)
+    result = predict_case(case, task.clinical, bundle=bundle, allow_out_of_domain=task.allow_out_of_domain)
     write_outputs(result, case, task.folder)
     info: dict[str, Any] = {"n_nodes": len(result.nodes), "patient_probability": result.patient.probability}
     if task.dicom_export:

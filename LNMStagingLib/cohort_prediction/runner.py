@@ -92,7 +92,8 @@ def _run_dask(tasks: list[CaseTask], client: Any, progress: Progress | None) -> 
 
 def run_cohort(manifest: str | Path, out_dir: str | Path, model: str | Path | None = None, *,
                split_islands: bool = False, preset: str | None = None, dicom_export: bool = False,
-               cluster: str | None = None, client: Any = None, progress: Progress | None = None) -> CohortRun:
+               cluster: str | None = None, client: Any = None, progress: Progress | None = None,
+               allow_out_of_domain: bool = False) -> CohortRun:
     """Predict every case of ``manifest`` into ``out_dir``.
 
     Args:
@@ -104,6 +105,7 @@ def run_cohort(manifest: str | Path, out_dir: str | Path, model: str | Path | No
         cluster: ``local[:N]`` or a Dask scheduler address; None = serial in this process.
         client: an existing ``distributed.Client`` to use instead of ``cluster``.
         progress: called after every case with (done, total, status).
+        allow_out_of_domain: predict cases outside the bundle's input domain (with the warning) instead of failing them.
 
     Returns:
         The :class:`CohortRun`.
@@ -111,11 +113,13 @@ def run_cohort(manifest: str | Path, out_dir: str | Path, model: str | Path | No
     from ..bundle import load_bundle
     from ..prediction.pipeline import torch_threads
 
-    out_dir = check_output_directory(out_dir, COHORT_FILE)
+    # the run folder is added to by name, never replaced whole: only each case folder follows the listing rule
+    out_dir = check_output_directory(out_dir, COHORT_FILE, replaced_whole=False)
     entries = read_manifest(manifest)
     with torch_threads():  # single-threaded, as `predict` loads a bundle
         bundle = load_bundle(model)  # checks the bundle once here; its manifest checksum enters every fingerprint
-    options = {"split_islands": split_islands, "preset": preset, "dicom_export": dicom_export}
+    options = {"split_islands": split_islands, "preset": preset, "dicom_export": dicom_export,
+               "allow_out_of_domain": allow_out_of_domain}
     tasks = [make_task(entry, out_dir, str(bundle.path), bundle.manifest_sha256, **options) for entry in entries]
     folders = [Path(t.folder).name for t in tasks]
     if len(set(folders)) != len(folders):

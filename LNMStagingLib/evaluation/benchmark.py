@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from ..data.lidc import load_lidc
 from ..data.splits import patient_folds
 from ..training.config import PipelineConfig
 from ..training.context import RunContext
+from ..training.fingerprint import array_digest, fingerprint
 from ..training.fitted import FittedModel
 from ..training.pipeline import fit
 from ..training.recipes import benchmark_configs
@@ -226,6 +228,9 @@ def run_benchmark(data: str | Path | PatchDataset, out_dir, methods=DEFAULT_ORDE
         rng = np.random.default_rng(seed)
         patients = np.sort(rng.choice(patients, min(max_patients, len(patients)), replace=False))
     folds = patient_folds(patients, [labels[p] for p in patients], n_folds, seed)
+    used = dataset.subset_patients(patients)
+    data_fp = fingerprint(patches=array_digest(dataset.patches[used]), features=array_digest(dataset.features[used]),
+                          labels=sorted((str(p), int(labels[p])) for p in patients), clinical=dataset.clinical)
     (out_dir / "folds.json").write_text(json.dumps([{"train": tr.tolist(), "test": te.tolist()} for tr, te in folds]),
                                         encoding="utf-8")
     configs = benchmark_configs(quick)
@@ -240,6 +245,13 @@ def run_benchmark(data: str | Path | PatchDataset, out_dir, methods=DEFAULT_ORDE
     for method in methods:
         for k, (train, test) in enumerate(folds):
             fold_dir = out_dir / method / f"fold_{k}"
+            source_fp = ""
+            if method in ENCODER_FROM:
+                source_file = out_dir / ENCODER_FROM[method] / f"fold_{k}" / FINGERPRINT_FILE
+                source_fp = source_file.read_text(encoding="utf-8").strip() if source_file.is_file() else ""
+            fold_fp = fingerprint(data=data_fp, method=method, config=configs[method].to_dict(), seed=seed,
+                                  train=sorted(map(str, train)), test=sorted(map(str, test)), encoder=source_fp)
+            _discard_stale_fold(fold_dir, fold_fp, log)
             done = fold_dir / "result.json"
             if done.is_file():
                 results[method].append(json.loads(done.read_text(encoding="utf-8")))
@@ -258,6 +270,8 @@ def run_benchmark(data: str | Path | PatchDataset, out_dir, methods=DEFAULT_ORDE
                     continue
                 encoder = FittedModel.load(source).encoder
             log(f"[{method}] fold {k + 1}/{len(folds)}: {len(train)} training, {len(test)} test patients")
+            fold_dir.mkdir(parents=True, exist_ok=True)
+            (fold_dir / FINGERPRINT_FILE).write_text(fold_fp + "\n", encoding="utf-8")
             r = run_fold(dataset, method, configs[method], train, test,
                          RunContext(progress, log=log, work_dir=fold_dir), encoder)
             results[method].append(r)
@@ -268,11 +282,11 @@ def run_benchmark(data: str | Path | PatchDataset, out_dir, methods=DEFAULT_ORDE
             every = _all_results(out_dir, len(folds))
             summaries = {m: summarise(rs, n_boot=min(n_boot, 200)) for m, rs in every.items() if rs}
             write_table(out_dir, summaries, command, started, len(folds), dataset, title, label_note,
-                        _comparisons(every, min(n_boot, 200)))
+                        _comparisons(every, min(n_boot, 200)), patients)
     every = _all_results(out_dir, len(folds))
     summaries = {m: summarise(rs, n_boot=n_boot) for m, rs in every.items() if rs}
     path = write_table(out_dir, summaries, command, started, len(folds), dataset, title, label_note,
-                       _comparisons(every, max(n_boot, 2000)))
+                       _comparisons(every, max(n_boot, 2000)), patients)
     write_plots(out_dir, {m: rs for m, rs in every.items() if m in ("size", "cnn", "vae", "dirvae")})
     return path
 
@@ -288,6 +302,27 @@ def _comparisons(every: dict[str, list[dict]], n_boot: int) -> dict[str, dict]:
             if diff is not None:
                 out[other] = diff
     return out
+
+
+FINGERPRINT_FILE = "fingerprint.txt"
+
+
+def _discard_stale_fold(fold_dir: Path, fold_fp: str, log) -> None:
+    """Remove a fold folder (this benchmark's own output) left by a run on other data, folds, settings or code,
+    so that it is recomputed instead of silently reused; say so.
+
+    Args:
+        fold_dir: ``<out>/<method>/fold_<k>``.
+        fold_fp: this run's fingerprint of the fold.
+        log: a print-like function.
+    """
+    if not fold_dir.is_dir():
+        return
+    recorded = fold_dir / FINGERPRINT_FILE
+    if recorded.is_file() and recorded.read_text(encoding="utf-8").strip() == fold_fp:
+        return
+    log(f"{fold_dir}: left by another run (other data, folds, settings or code version): recomputed, not reused")
+    shutil.rmtree(fold_dir)
 
 
 def _all_results(out_dir: Path, n_folds: int) -> dict[str, list[dict]]:

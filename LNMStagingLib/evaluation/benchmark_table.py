@@ -47,7 +47,7 @@ def json_default(value):
 
 def write_table(out_dir: Path, summaries: dict[str, dict], command: str, started: str, n_folds: int,
                 dataset: PatchDataset, title: str = LIDC_TITLE, label_note: str = LIDC_LABELS,
-                comparisons: dict[str, dict] | None = None) -> Path:
+                comparisons: dict[str, dict] | None = None, patients: np.ndarray | None = None) -> Path:
     """``benchmark.md`` and ``summary.json`` in ``out_dir``.
 
     Args:
@@ -61,11 +61,18 @@ def write_table(out_dir: Path, summaries: dict[str, dict], command: str, started
         label_note: what the labels are.
         comparisons: the VAE-MLP's paired AUC differences to other rows
             (:func:`~LNMStagingLib.evaluation.comparison.paired_auc_difference`), by row.
+        patients: the patients actually used (a subset with --max-patients; None: all), which the Data line
+            counts.
 
     Returns:
         The path of ``benchmark.md``.
     """
     labels = dataset.patient_labels()
+    total = len(labels)
+    if patients is not None:
+        labels = {p: labels[p] for p in patients}
+    used = dataset.subset_patients(list(labels))
+    subset = f" (a random subset of the {total} patients)" if len(labels) < total else ""
     lines = [
         f"# {title} (nested, patient-grouped, stratified {n_folds}-fold cross-validation)",
         "",
@@ -74,8 +81,8 @@ def write_table(out_dir: Path, summaries: dict[str, dict], command: str, started
         f"- Machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
         f"{'CUDA' if torch.cuda.is_available() else 'CPU only'}; torch {torch.__version__}; torch threads per fold run: "
         f"{', '.join(str(t) for t in sorted({t for s in summaries.values() for t in s.get('torch_threads', [])}))}",
-        f"- Data: {len(dataset)} slices, {len(np.unique(dataset.nodule_id))} nodules, {len(labels)} patients "
-        f"({sum(labels.values())} positive). {label_note}",
+        f"- Data: {len(used)} slices, {len(np.unique(dataset.nodule_id[used]))} nodules, {len(labels)} patients "
+        f"({sum(labels.values())} positive){subset}. {label_note}",
         "- Every row uses the same outer folds. Inner folds (training patients only) choose the encoder's epoch "
         "(hold-out), the MIL hyperparameters, the MIL epochs and the threshold; the outer test fold is used once.",
         "- Two kinds of figure, each with its own 95% interval: **fold mean** (the metric in each outer test fold, "

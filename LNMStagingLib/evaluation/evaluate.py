@@ -59,7 +59,8 @@ def _write_plots(plots_dir: Path, curves: dict, name: str) -> None:
     plot_reliability(curves, plots_dir / "reliability.png", f"Reliability: {name}")
 
 
-def evaluate_bundle(bundle: ModelBundle, data_dir: str | Path, n_boot: int = 1000, plots_dir: Path | None = None) -> dict:
+def evaluate_bundle(bundle: ModelBundle, data_dir: str | Path, n_boot: int = 1000, plots_dir: Path | None = None,
+                    allow_out_of_domain: bool = False) -> dict:
     """A bundle, unchanged, on a folder in the LIDC layout (node and patient metrics).
 
     Args:
@@ -67,16 +68,21 @@ def evaluate_bundle(bundle: ModelBundle, data_dir: str | Path, n_boot: int = 100
         data_dir: the folder (nodules.npz, optionally nodules.csv).
         n_boot: bootstrap resamples of the 95% intervals.
         plots_dir: where ROC and reliability plots go (None: no plots).
+        allow_out_of_domain: go on when more than 5% of the patients lie outside the bundle's input domain.
 
     Returns:
-        metrics.json content: ``{"nodule": {...}, "patient": {...}, "model": {...}, "data": {...}}``.
+        metrics.json content: ``{"nodule": {...}, "patient": {...}, "model": {...}, "data": {...},
+        "input_domain": {...}}``.
     """
+    from ..bundle.domain import dataset_domain, require_dataset_in_domain
     from ..data.lidc import build_dataset
 
     t0 = time.time()
     arrays, diameters = read_nodule_arrays(data_dir)
     dataset = build_dataset(arrays, diameters, patch_size=bundle.config.patch_size, fov_mm=bundle.config.fov_mm,
                             feature_names=tuple(bundle.config.feature_names))
+    domain = dataset_domain(bundle.domain, dataset.patches, dataset.masks, dataset.patient_id, dataset.mm_per_px)
+    require_dataset_in_domain(domain, str(data_dir), bundle.name, allow_out_of_domain)
     pred = predict_dataset(bundle.ensemble, dataset)
     result: dict = {
         "nodule": _level_metrics(pred["nodule_label"], pred["nodule_prob"], pred["nodule_std"],
@@ -97,6 +103,7 @@ def evaluate_bundle(bundle: ModelBundle, data_dir: str | Path, n_boot: int = 100
                       # > 0: these figures are (partly) in-sample, not a test result
                       "patients_seen_in_training": bundle.patients_seen_in_training(pred["patient_id"]),
                       "spacing": "nodules.csv diameters" if diameters else f"bundle fov_mm {bundle.config.fov_mm}"}
+    result["input_domain"] = domain
     result["seconds"] = time.time() - t0
     return result
 
@@ -117,7 +124,7 @@ class CohortPrediction:
 
 def evaluate_bundle_on_cohort(bundle: ModelBundle, manifest: str | Path, n_boot: int = 1000,
                               plots_dir: Path | None = None, progress: bool = True,
-                              ) -> tuple[dict, list[CohortPrediction]]:
+                              allow_out_of_domain: bool = False) -> tuple[dict, list[CohortPrediction]]:
     """A bundle, unchanged, on a labelled cohort manifest: every patient with an N stage goes through
     ``predict_case`` (the bundle's preset, patches and ensemble, as ``lnmstaging predict``). Labels are
     patient-level only, so ``"nodule"`` is None.
@@ -128,12 +135,14 @@ def evaluate_bundle_on_cohort(bundle: ModelBundle, manifest: str | Path, n_boot:
         n_boot: bootstrap resamples of the 95% intervals.
         plots_dir: where ROC and reliability plots go (None: no plots).
         progress: show a progress bar.
+        allow_out_of_domain: go on when more than 5% of the patients lie outside the bundle's input domain.
 
     Returns:
         (metrics.json content, per-patient predictions).
     """
     from tqdm.auto import tqdm
 
+    from ..bundle.domain import UNKNOWN_DOMAIN, domain_summary, require_dataset_in_domain
     from ..imaging.case import load_case
     from ..io.cohort import read_manifest
     from ..prediction.pipeline import predict_case
@@ -145,13 +154,19 @@ def evaluate_bundle_on_cohort(bundle: ModelBundle, manifest: str | Path, n_boot:
     if labels != {0, 1}:
         raise InputError(manifest, "evaluation needs N0 and N1/N2 patients (the n_stage column)")
     rows: list[CohortPrediction] = []
+    flagged: list[str] = []
     for entry in tqdm(labelled, desc="patients", unit="patient", disable=not progress):
         case = load_case(entry.image, entry.segmentation)
-        result = predict_case(case, entry.clinical, bundle=bundle)
+        # each patient as `predict --allow-out-of-domain` would; the cohort as a whole is judged below
+        result = predict_case(case, entry.clinical, bundle=bundle, allow_out_of_domain=True)
+        flagged += [f"{entry.patient_id}: {w}" for w in result.input_warnings if w.startswith("OUT OF")][:1]
         rows.append(CohortPrediction(
             entry.patient_id, int(entry.label), result.patient.probability, result.patient.std,
             result.patient.positive, result.patient.uncertain, len(result.nodes),
             [node.probability for node in result.nodes]))
+    domain = domain_summary(len(rows), flagged) if bundle.domain is not None else {"checked": False,
+                                                                                  "note": UNKNOWN_DOMAIN}
+    require_dataset_in_domain(domain, str(manifest), bundle.name, allow_out_of_domain)
     y = np.asarray([r.label for r in rows])
     p = np.asarray([r.probability for r in rows])
     ids = np.asarray([r.patient_id for r in rows])
@@ -170,6 +185,7 @@ def evaluate_bundle_on_cohort(bundle: ModelBundle, manifest: str | Path, n_boot:
                  "patients_seen_in_training": bundle.patients_seen_in_training(ids),
                  "note": "patient labels from the N stage (N0 negative, N1/N2 positive); node labels are not "
                          "in a cohort manifest, so there are no node-level metrics"},
+        "input_domain": domain,
         "seconds": time.time() - t0,
     }
     return result, rows

@@ -19,7 +19,7 @@ import numpy as np
 from .. import __version__
 from ..errors import InputError
 from ..imaging.case import Case, load_case
-from ..io.atomic import atomic_directory
+from ..io.atomic import add_to_listing, atomic_directory
 from ..io.image import preserved_locale
 
 DICOM_DIR = "dicom"
@@ -169,5 +169,6 @@ def export_case(report_dir: str | Path, case: Case | None = None, split_islands:
     with atomic_directory(report_dir / DICOM_DIR, marker=SEG_FILE) as folder:
         seg.save_as(folder / SEG_FILE)
         sr.save_as(folder / SR_FILE)
+    add_to_listing(Path(report_dir), Path(report_dir) / DICOM_DIR)  # the predict folder stays this tool's alone
     return {"written": True, "seg": f"{DICOM_DIR}/{SEG_FILE}", "sr": f"{DICOM_DIR}/{SR_FILE}",
             "segments": len(report["nodes"])}

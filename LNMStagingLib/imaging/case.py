@@ -28,13 +28,20 @@ class Case:
     image_source: str = "image"
     segmentation_source: str = "segmentation"
     skipped_segments: list[str] = field(default_factory=list)
+    skip_reasons: dict[str, str] = field(default_factory=dict)  # skipped segment -> why (default "is empty")
 
     @classmethod
     def from_volume(cls, image: Volume, nodes: list[NodeRegion], image_source: str = "image",
-                    segmentation_source: str = "segmentation", skipped_segments: list[str] | None = None) -> Case:
-        case = cls(image, nodes, image_source, segmentation_source, list(skipped_segments or []))
+                    segmentation_source: str = "segmentation", skipped_segments: list[str] | None = None,
+                    skip_reasons: dict[str, str] | None = None) -> Case:
+        case = cls(image, nodes, image_source, segmentation_source, list(skipped_segments or []),
+                   dict(skip_reasons or {}))
         validate_case(case)
         return case
+
+    def skip_reason(self, name: str) -> str:
+        """Why the drawn segment ``name`` gave no node."""
+        return self.skip_reasons.get(name, "is empty")
 
 
 def validate_case(case: Case) -> None:
@@ -76,7 +83,8 @@ def load_case(image_path: str | Path, segmentation_path: str | Path, split_islan
     image = read_image(image_path)
     segmentation = read_segmentation(segmentation_path, image, split_islands=split_islands)
     return Case.from_volume(
-        Volume.from_sitk(image), segmentation.nodes, str(image_path), str(segmentation_path), segmentation.skipped
+        Volume.from_sitk(image), segmentation.nodes, str(image_path), str(segmentation_path), segmentation.skipped,
+        segmentation.reasons,
     )
 
 

@@ -96,7 +96,23 @@ def read_manifest(path: str | Path) -> list[CohortEntry]:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "manifest not found")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise InputError(path, f"is not UTF-8 text (byte {error.start}); save the manifest as UTF-8 CSV") from None
+    if "\x00" in text:
+        raise InputError(path, "holds NUL bytes: not a CSV text file")
+    try:
+        return _parse_manifest(path, text)
+    except csv.Error as error:
+        raise InputError(path, f"is not a readable CSV ({error})") from None
+
+
+def _parse_manifest(path: Path, text: str) -> list[CohortEntry]:
+    """The entries of a manifest's text (see :func:`read_manifest`)."""
+    import io
+
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         columns = [c.strip() for c in (reader.fieldnames or [])]
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]

@@ -50,21 +50,57 @@ class SegmentInfo:
     segment_id: str = ""
 
 
+EMPTY = "is empty"
+LOST_ON_GRID = ("has no voxel left on the image grid (it lies outside the image, or is thinner than a voxel "
+                "there, when put on the image's grid)")
+
+
 @dataclass
 class SegmentationResult:
+    """The nodes read from a segmentation, and every drawn segment or label that did not become a node.
+
+    ``skipped`` names them (in file order); ``reasons`` maps each of those names to why (default "is empty").
+    """
+
     nodes: list[NodeRegion]
-    skipped: list[str] = field(default_factory=list)  # empty segments / labels, reported to the user
+    skipped: list[str] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    def skip(self, name: str, reason: str) -> None:
+        """Record that ``name`` was drawn but gives no node, and why."""
+        self.skipped.append(name)
+        self.reasons[name] = reason
+
+    def extend(self, other: SegmentationResult) -> None:
+        self.nodes.extend(other.nodes)
+        for name in other.skipped:
+            self.skip(name, other.reasons.get(name, EMPTY))
 
 
-def regions_from_mask(mask: np.ndarray, name: str, label_value: int, split_islands: bool) -> list[tuple[str, int, tuple, np.ndarray]]:
-    """Crop a full-size boolean mask to its bounding box; optionally one region per connected component,
-    largest first, named ``<name>_<n>``."""
+def regions_from_mask(mask: np.ndarray, name: str, label_value: int, split_islands: bool,
+                      origin: tuple[int, int, int] = (0, 0, 0)) -> list[tuple[str, int, tuple, np.ndarray]]:
+    """Crop a boolean mask to its bounding box; optionally one region per connected component, largest first,
+    named ``<name>_<n>``.
+
+    Args:
+        mask: the label's voxels (full size, or already cropped: then ``origin`` is the crop's image index).
+        name: the segment's name.
+        label_value: the segment's label value.
+        split_islands: one region per 26-connected component.
+        origin: image index (k, j, i) of ``mask[0, 0, 0]``.
+
+    Returns:
+        (name, label value, offset, cropped mask) per region.
+    """
+    def shifted(box) -> tuple[int, ...]:
+        return tuple(o + s.start for o, s in zip(origin, box, strict=True))
+
     if not split_islands:
         box = ndimage.find_objects(mask.astype(np.uint8))
         if not box or box[0] is None:
             return []
         region = box[0]
-        return [(name, label_value, tuple(s.start for s in region), mask[region].copy())]
+        return [(name, label_value, shifted(region), mask[region].copy())]
     components, count = ndimage.label(mask, structure=ISLAND_CONNECTIVITY)
     if count == 0:
         return []
@@ -74,25 +110,74 @@ def regions_from_mask(mask: np.ndarray, name: str, label_value: int, split_islan
     regions = []
     for rank, component in enumerate(order, start=1):
         box = boxes[component]
-        regions.append((f"{name}_{rank}", label_value, tuple(s.start for s in box), components[box] == component + 1))
+        regions.append((f"{name}_{rank}", label_value, shifted(box), components[box] == component + 1))
     return regions
+
+
+# Above this label value a per-value scan is cheaper than find_objects' list of one box per possible value.
+_MAX_INDEXED_LABEL = 1 << 20
+
+
+def _indexable(labels: np.ndarray) -> bool:
+    """Whether ``labels`` can go to find_objects / bincount as they are: integers in 0..2**20."""
+    return (np.issubdtype(labels.dtype, np.integer) and labels.size > 0 and int(labels.min()) >= 0
+            and int(labels.max()) <= _MAX_INDEXED_LABEL)
+
+
+def present_values(labels: np.ndarray) -> list[int]:
+    """The non-zero label values in ``labels``, ascending (one find_objects pass, not a sort, for ordinary
+    maps)."""
+    labels = np.asarray(labels)
+    if _indexable(labels):
+        return [index + 1 for index, box in enumerate(ndimage.find_objects(labels)) if box is not None]
+    return [int(v) for v in np.unique(labels) if v != 0]
+
+
+def _label_boxes(labels: np.ndarray, values: list[int]) -> dict[int, tuple[slice, ...] | None]:
+    """The bounding box of every label value in one pass over the volume (None: the value is absent)."""
+    if labels.size == 0 or not values:
+        return {value: None for value in values}
+    if min(values) > 0 and _indexable(labels):
+        objects = ndimage.find_objects(labels)
+        return {value: objects[value - 1] if value <= len(objects) else None for value in values}
+    boxes = {}
+    for value in values:
+        found = ndimage.find_objects((labels == value).astype(np.uint8))
+        boxes[value] = found[0] if found else None
+    return boxes
 
 
 def nodes_from_label_array(
     labels: np.ndarray, segments: list[SegmentInfo] | None = None, split_islands: bool = False
 ) -> SegmentationResult:
     """Nodes from one labelmap array (k, j, i). ``segments`` names the label values (a .seg.nrrd layer);
-    without it every non-zero label is a node named ``Label_<value>``."""
+    without it every non-zero label is a node named ``Label_<value>``.
+
+    Args:
+        labels: the integer labelmap.
+        segments: the segments of this layer, or None for a plain labelmap.
+        split_islands: one node per connected component.
+
+    Returns:
+        The nodes (node_id 0 until :func:`number_nodes`) and the segments that are empty.
+    """
     labels = np.asarray(labels)
-    if segments is None:
-        values = [int(v) for v in np.unique(labels) if v != 0]
-        segments = [SegmentInfo(f"Label_{v}", v, 0) for v in values]
     result = SegmentationResult(nodes=[])
+    # one find_objects pass, then each label is compared inside its own box only (not nodes x volume)
+    if segments is None and _indexable(labels):
+        boxes = {index + 1: box for index, box in enumerate(ndimage.find_objects(labels)) if box is not None}
+        segments = [SegmentInfo(f"Label_{v}", v, 0) for v in boxes]
+    else:
+        if segments is None:
+            segments = [SegmentInfo(f"Label_{v}", v, 0) for v in present_values(labels)]
+        boxes = _label_boxes(labels, [segment.label_value for segment in segments])
     for segment in segments:
-        mask = labels == segment.label_value
-        regions = regions_from_mask(mask, segment.name, segment.label_value, split_islands)
+        box = boxes.get(segment.label_value)
+        regions = [] if box is None else regions_from_mask(
+            labels[box] == segment.label_value, segment.name, segment.label_value, split_islands,
+            tuple(s.start for s in box))
         if not regions:
-            result.skipped.append(segment.name)
+            result.skip(segment.name, EMPTY)
         for name, value, offset, region_mask in regions:
             result.nodes.append(NodeRegion(0, name, value, offset, region_mask, segment.segment_id))
     return result
@@ -177,10 +262,38 @@ def _on_reference_grid(layer: sitk.Image, reference: sitk.Image, source: Path) -
     return sitk.GetArrayFromImage(resampled)
 
 
+def check_segment_infos(infos: list[SegmentInfo], n_layers: int, source: Path) -> list[str]:
+    """Refuse segment declarations that would double or invent nodes; name those whose layer is missing.
+
+    Args:
+        infos: the declared segments.
+        n_layers: layers in the file.
+        source: the file, for the messages.
+
+    Returns:
+        Names of segments declared on a layer the file does not have.
+    """
+    seen: dict[tuple[int, int], str] = {}
+    for info in infos:
+        if info.label_value <= 0:
+            raise InputError(source, f"segment '{info.name}' has label value {info.label_value}; 0 is the background "
+                                     "and negative values are not labels")
+        key = (info.layer, info.label_value)
+        if key in seen:
+            raise InputError(source, f"segments '{seen[key]}' and '{info.name}' share label value {info.label_value} "
+                                     f"in layer {info.layer}: the same voxels would count as two nodes")
+        seen[key] = info.name
+    return [info.name for info in infos if not 0 <= info.layer < n_layers]
+
+
 def read_segmentation(
     path: str | Path, reference: sitk.Image, split_islands: bool = False
 ) -> SegmentationResult:
     """Read a labelmap or ``.seg.nrrd`` onto ``reference``'s grid (nearest neighbour when the grids differ).
+
+    Every segment or label drawn in the file becomes a node or is named in ``skipped`` with the reason:
+    empty, lost when put on the image grid, declared on a missing layer, or present in a layer without a
+    segment declaring it.
 
     Args:
         path: the segmentation file.
@@ -188,9 +301,10 @@ def read_segmentation(
         split_islands: every connected component of a label becomes its own node.
 
     Returns:
-        The nodes and the names of empty segments that were skipped.
+        The nodes and the segments or labels that gave none, with the reasons.
 
-    Raises InputError for an unreadable file, one outside the image, or one without any labelled voxel.
+    Raises InputError for an unreadable file, one outside the image, one without any labelled voxel, or
+    segment declarations that would double nodes (duplicate or zero label values).
     """
     path = Path(path)
     image = read_any(path)
@@ -205,14 +319,34 @@ def read_segmentation(
     if all(not np.any(sitk.GetArrayViewFromImage(layer)) for layer in layers):
         raise InputError(path, "segmentation is empty: it has no labelled voxel")
     result = SegmentationResult(nodes=[])
+    missing_layer = [] if infos is None else check_segment_infos(infos, len(layers), path)
     for layer_index, layer in enumerate(layers):
+        drawn = set(present_values(sitk.GetArrayViewFromImage(layer)))
         array = _on_reference_grid(layer, reference, path)
-        layer_segments = None if infos is None else [s for s in infos if s.layer == layer_index]
-        if infos is not None and not layer_segments:
+        kept = set(present_values(array)) if drawn else set()
+        if infos is None:
+            layer_segments = None
+            declared = drawn
+        else:
+            layer_segments = [s for s in infos if s.layer == layer_index]
+            declared = {s.label_value for s in layer_segments}
+            for value in sorted(drawn - declared):
+                result.skip(f"Label_{value} (layer {layer_index})",
+                            "is drawn in the file but no segment declares it (not a node)")
+        if layer_segments is not None and not layer_segments:
             continue
         layer_result = nodes_from_label_array(array, layer_segments, split_islands)
-        result.nodes.extend(layer_result.nodes)
-        result.skipped.extend(layer_result.skipped)
+        if layer_segments is None:  # labels the resampling lost do not appear in the resampled array at all
+            lost = sorted(drawn - kept)
+            layer_result.extend(SegmentationResult([], [f"Label_{v}" for v in lost],
+                                                   {f"Label_{v}": LOST_ON_GRID for v in lost}))
+        else:
+            for segment in layer_segments:
+                if segment.label_value in drawn and segment.label_value not in kept:
+                    layer_result.reasons[segment.name] = LOST_ON_GRID
+        result.extend(layer_result)
+    for name in missing_layer:
+        result.skip(name, "is declared on a layer the file does not have")
     if not result.nodes:
         raise InputError(path, "no labelled voxel lies inside the image (segmentation does not overlap the image)")
     number_nodes(result.nodes)

@@ -193,10 +193,11 @@ def _plots(folder: Path, data: NoduleLatents, coords: np.ndarray, assignment: np
 
 def run_cluster_analysis(model: str | Path | None, data_dir: str | Path | None, out_dir: str | Path,
                          k: int | None = None, k_max: int = 60, seed: int = 0, manifest: str | Path | None = None,
-                         progress: bool = False) -> dict[str, Any]:
+                         progress: bool = False, allow_out_of_domain: bool = False) -> dict[str, Any]:
     """Cluster the nodules of a LIDC-layout folder (``data_dir``) or of a cohort manifest (``manifest``: every
     case prepared with the bundle's preset and patch sampling, as ``predict`` does) in a bundle's latent space;
-    write everything atomically."""
+    write everything atomically. Refused when more than 5% of the patients lie outside the bundle's input domain
+    (unless ``allow_out_of_domain``); the summary records the check."""
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
 
@@ -215,6 +216,10 @@ def run_cluster_analysis(model: str | Path | None, data_dir: str | Path | None, 
         from ..data.lidc import load_lidc
 
         dataset = load_lidc(data_dir, patch_size=bundle.config.patch_size, fov_mm=bundle.config.fov_mm)
+    from ..bundle.domain import dataset_domain, require_dataset_in_domain
+
+    domain = dataset_domain(bundle.domain, dataset.patches, dataset.masks, dataset.patient_id, dataset.mm_per_px)
+    require_dataset_in_domain(domain, str(data_dir), bundle.name, allow_out_of_domain)
     data = nodule_latents(bundle, dataset)
     n = len(data.labels)
     if n < 2 * MIN_CLUSTER_SIZE:
@@ -242,7 +247,9 @@ def run_cluster_analysis(model: str | Path | None, data_dir: str | Path | None, 
                for name in STAT_FEATURES for stat, fn in (("mean", np.mean), ("sd", np.std), ("range", np.ptp))},
         })
     summary = {
-        "model": {"name": bundle.name, "version": bundle.version, "manifest_sha256": bundle.manifest_sha256},
+        "model": {"name": bundle.name, "version": bundle.version, "manifest_sha256": bundle.manifest_sha256,
+                  "path": str(bundle.path)},
+        "input_domain": domain,
         "data": str(data_dir), "n_nodules": n, "unit": "nodule (its largest cross-section)",
         "label": "the node's own label (malignant)" if data.label_kind == "node" else
                  "the patient's N stage (N1/N2), node labels being unknown in a cohort",

@@ -74,6 +74,49 @@ def input_caveats(bundle: ModelBundle) -> list[str]:
             "is not a validated lymph node metastasis probability"]
 
 
+def check_case_domain(case_source: str, bundle: ModelBundle, mismatches: list[str], allow: bool) -> list[str]:
+    """Refuse a case outside the bundle's training domain unless the user allowed it; the warnings every
+    output then carries beside the probability.
+
+    Args:
+        case_source: the image, for the message.
+        bundle: the loaded bundle.
+        mismatches: :func:`~LNMStagingLib.bundle.domain.domain_mismatches` of the case.
+        allow: the user's ``--allow-out-of-domain``.
+
+    Returns:
+        The warnings for the outputs (the mismatches, or that the bundle's domain is unknown).
+    """
+    from ..bundle.domain import UNKNOWN_DOMAIN
+
+    if bundle.domain is None:
+        return [f"input domain not checked: {UNKNOWN_DOMAIN}"]
+    if mismatches and not allow:
+        raise BundleError(case_source, f"is outside the input domain of bundle {bundle.name} ({'; '.join(mismatches)}); "
+                                       "pass --allow-out-of-domain to predict anyway with this warning in every output")
+    return [f"OUT OF THE MODEL'S INPUT DOMAIN: {mismatch}" for mismatch in mismatches]
+
+
+def clinical_range_warnings(bundle: ModelBundle, values: dict[str, float | None]) -> list[str]:
+    """A warning per clinical value outside the range the model was trained on (the model sees it clipped).
+
+    Args:
+        bundle: the loaded bundle (its clinical inputs and their ranges).
+        values: the encoded clinical values (None: missing).
+
+    Returns:
+        One sentence per value out of range.
+    """
+    warnings = []
+    for spec in bundle.config.clinical_inputs:
+        value = values.get(spec.name)
+        if value is not None and not spec.minimum <= value <= spec.maximum:
+            seen = min(max(value, spec.minimum), spec.maximum)
+            warnings.append(f"{spec.name} {value:g} lies outside the model's trained range {spec.minimum:g}-"
+                            f"{spec.maximum:g}: the model received {seen:g}")
+    return warnings
+
+
 def clinical_inputs(bundle: ModelBundle, clinical: ClinicalData | None) -> tuple[dict[str, float | None], ClinicalUse]:
     """The clinical values a bundle's model receives, and what the report says about them.
 
@@ -99,4 +142,7 @@ def clinical_inputs(bundle: ModelBundle, clinical: ClinicalData | None) -> tuple
                 "missingness indicator for each, never a silent zero")
     else:
         note = "all clinical inputs of the model were given"
-    return values, ClinicalUse(used, shown, missing, note)
+    out_of_range = clinical_range_warnings(bundle, values)
+    if out_of_range:
+        note += "; " + "; ".join(out_of_range)
+    return values, ClinicalUse(used, shown, missing, note, out_of_range)

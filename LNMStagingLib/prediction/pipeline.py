@@ -22,7 +22,7 @@ from ..imaging.case import Case
 from ..imaging.patches import PatchConfig
 from ..imaging.presets import Preset
 from ..io.cohort import ClinicalData
-from .inputs import input_caveats, load_bundle_for_case
+from .inputs import check_case_domain, input_caveats, load_bundle_for_case
 from .results import (
     UNCERTAIN_RANGE,
     ModelInfo,
@@ -142,6 +142,7 @@ def predict_case(
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
     bundle: ModelBundle | None = None,
+    allow_out_of_domain: bool = False,
 ) -> PredictionResult:
     """Predict one segmented case.
 
@@ -152,6 +153,8 @@ def predict_case(
         progress: called with (fraction, message) before each step.
         cancel: polled between steps; True raises :class:`CancelledError`.
         bundle: an already loaded bundle.
+        allow_out_of_domain: predict a case outside the bundle's training domain (else refused); the
+            mismatch is then in ``input_warnings``, beside the probability in every output.
 
     Returns:
         The :class:`PredictionResult` (report.json is its ``to_report_dict()``).
@@ -159,12 +162,12 @@ def predict_case(
     Raises InputError/BundleError for unusable input, CancelledError when ``cancel()`` turns true between steps.
     """
     with torch_threads(INFERENCE_THREADS):
-        return _predict(case, clinical, bundle_path, progress, cancel, bundle)
+        return _predict(case, clinical, bundle_path, progress, cancel, bundle, allow_out_of_domain)
 
 
 def _predict(case: Case, clinical: ClinicalData | None, bundle_path: Path | str | None,
              progress: ProgressCallback | None, cancel: CancelCallback | None,
-             bundle: ModelBundle | None) -> PredictionResult:
+             bundle: ModelBundle | None, allow_out_of_domain: bool) -> PredictionResult:
     steps = _Steps(progress, cancel)
     timings = Timings()
     with timings.measure("total_s"):
@@ -174,10 +177,12 @@ def _predict(case: Case, clinical: ClinicalData | None, bundle_path: Path | str 
                 bundle = load_bundle_for_case(bundle_path)
         with timings.measure("preprocessing_s"):
             inputs = prepare(case, bundle, steps)
+        warnings = check_case_domain(case.image_source, bundle, inputs.domain_mismatches, allow_out_of_domain)
         with timings.measure("inference_s"):
             inference = infer(bundle, inputs, clinical, steps)
         explanations = explain(case, bundle, inputs, timings, steps)
         result = assemble(case, bundle, inputs, inference, explanations, timings)
+        result.input_warnings = warnings + list(inference.clinical_use.out_of_range)
     steps(1.0, "done")
     return result
 
@@ -241,6 +246,7 @@ def assemble(case: Case, bundle: ModelBundle, inputs: PreparedInputs, inference:
         "measurement_grid": {"preset": inputs.preset.name, "spacing_mm": list(inputs.prepared.image.spacing)},
         "patch_pixel_mm": float(inputs.pixel_mm),
         "empty_segments": list(case.skipped_segments),
+        "skipped_segments": [{"segment_name": name, "reason": case.skip_reason(name)} for name in case.skipped_segments],
     }
     return PredictionResult(
         model=model_info(bundle), patient=patient_result, nodes=nodes,

@@ -37,6 +37,11 @@ def _plain(value: bool) -> str:
     return f'<span class="plain">{"yes" if value else "no"}</span>'
 
 
+def _input_warnings(result: PredictionResult) -> str:
+    """The input warnings (out of domain, unknown domain, clipped clinical values), right under the probability."""
+    return "".join(f'<p class="uncertain">Warning: {_e(warning)}.</p>\n' for warning in result.input_warnings)
+
+
 def _patient_section(result: PredictionResult) -> str:
     patient = result.patient
     low, high = UNCERTAIN_RANGE
@@ -49,7 +54,7 @@ def _patient_section(result: PredictionResult) -> str:
 <div class="result">Probability of lymph node metastasis: <b>{patient.probability:.3f}</b>
 (ensemble SD {patient.std:.3f}, {len(patient.per_member)} members) &mdash; decision at the model's threshold
 {patient.threshold:.3f}: <b>{_e(patient.decision)}</b>{caveats}</div>
-{uncertain}
+{_input_warnings(result)}{uncertain}
 <p>Clinical data: {_e(clinical.note)}.</p>"""
 
 

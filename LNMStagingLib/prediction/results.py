@@ -70,6 +70,7 @@ class ClinicalUse:
     values: dict[str, Any]  # given values of the used inputs (None = missing)
     declared_missing: list[str]  # used inputs that were not given
     note: str
+    out_of_range: list[str] = field(default_factory=list)  # values outside the trained range (seen clipped)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +78,7 @@ class ClinicalUse:
             "values": dict(self.values),
             "declared_missing": list(self.declared_missing),
             "note": self.note,
+            "out_of_range": list(self.out_of_range),
         }
 
 
@@ -228,6 +230,8 @@ class PredictionResult:
     input_info: dict[str, Any]
     criteria_definitions: dict[str, Any]
     timings: Timings
+    # what every shown probability must carry: out-of-domain input, an unknown domain, clipped clinical values
+    input_warnings: list[str] = field(default_factory=list)
 
     def node(self, node_id: int) -> NodePrediction:
         return next(n for n in self.nodes if n.node_id == node_id)
@@ -253,6 +257,7 @@ class PredictionResult:
                 "name": self.model.name,
                 "version": self.model.version,
                 "manifest_sha256": self.model.manifest_sha256,
+                "path": self.model.path,
                 "preset": self.model.preset,
                 "threshold": _round(self.model.threshold),
                 "threshold_source": self.model.threshold_source,
@@ -277,6 +282,7 @@ class PredictionResult:
                 "nodes_in_bag": list(patient.nodes_in_bag),
                 "nodes_left_out_of_bag": list(patient.nodes_left_out_of_bag),
                 "input_caveats": list(patient.input_caveats),
+                "input_warnings": list(self.input_warnings),
                 **context,
             },
             "nodes": [node.to_dict() for node in self.nodes],

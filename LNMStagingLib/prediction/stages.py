@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..bundle import ModelBundle
+from ..bundle.domain import domain_mismatches
 from ..data.bags import Bag
 from ..errors import BundleError, InputError
 from ..imaging import criteria
@@ -44,6 +45,7 @@ class PreparedInputs:
     criteria_by_id: dict[int, tuple[float, dict]]  # node -> (heterogeneity CV, criteria)
     skipped: list[dict[str, str]]
     pixel_mm: float  # patch pixel size as sampled
+    domain_mismatches: list[str] = field(default_factory=list)  # how the case differs from the training data
 
     @property
     def patch_node(self) -> np.ndarray:
@@ -127,6 +129,8 @@ def prepare(case: Case, bundle: ModelBundle, steps: Steps) -> PreparedInputs:
     except ValueError as error:
         raise BundleError(bundle.path / "config.json", f"the model needs a node feature this version cannot measure ({error})") from None
     images, masks, _ = patch_set.stacked(bag_only=False)
+    mismatches = [] if bundle.domain is None else domain_mismatches(
+        bundle.domain, images, masks, float(min(case.image.spacing[:2])))
     model_input = bundle.prepare_patches(images, masks)
     usable = [m for m in measurements if any(p.node_id == m.node_id for p in patch_set.patches)]
     criteria_by_id = {}
@@ -135,7 +139,7 @@ def prepare(case: Case, bundle: ModelBundle, steps: Steps) -> PreparedInputs:
         cv = criteria.heterogeneity_cv(native.image, native_nodes[m.node_id], image_minimum=minimum)
         criteria_by_id[m.node_id] = (cv, criteria.evaluate(m, cv))
     return PreparedInputs(preset, patch_config, prepared, usable, native_by_id, patch_set, features, model_input,
-                          criteria_by_id, skipped, float(pixel_mm))
+                          criteria_by_id, skipped, float(pixel_mm), mismatches)
 
 
 def infer(bundle: ModelBundle, inputs: PreparedInputs, clinical: ClinicalData | None, steps: Steps) -> Inference:

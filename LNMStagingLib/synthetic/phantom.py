@@ -46,6 +46,14 @@ DEFAULT_NODES = (
 )
 
 
+PHANTOM_FILES = ("image.nrrd", "labels.nrrd", "segmentation.seg.nrrd", "truth.json")
+
+
+def node_extent_mm() -> tuple[float, float, float]:
+    """The largest |offset| + semi-axis of the fixed nodes from the volume centre, per LPS axis (mm)."""
+    return tuple(max(abs(n.centre_mm[axis]) + max(n.semi_axes_mm) for n in DEFAULT_NODES) for axis in range(3))
+
+
 @dataclass
 class PhantomFiles:
     image: Path

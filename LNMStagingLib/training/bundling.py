@@ -162,7 +162,7 @@ def card_inputs_outputs(config: BundleConfig) -> dict:
 def build_bundle(out_dir: Path, name: str, version: str, primary: FittedModel, folds: list[FittedModel],
                  dataset: PatchDataset, preset: str, fov_mm: float | None, card: dict,
                  training: dict | None = None, clinical_absent_reason: str = "",
-                 threshold: tuple[float, str] | None = None) -> Path:
+                 threshold: tuple[float, str] | None = None, record_domain: bool = True) -> Path:
     """Write a bundle: member 0 = ``primary`` (role final), then the fold models (role fold) that passed the
     quality gate (:mod:`~LNMStagingLib.training.gate`; the dropped ones are recorded in ``training``).
 
@@ -180,6 +180,8 @@ def build_bundle(out_dir: Path, name: str, version: str, primary: FittedModel, f
         clinical_absent_reason: why there are no clinical inputs, when there are none.
         threshold: (threshold, source) chosen on the calibrated ensemble's out-of-fold predictions
             (:func:`pooled_threshold`); None: member 0's own (on its calibrated inner out-of-fold predictions).
+        record_domain: write ``domain.json`` (the training input domain, checked at prediction); only test
+            fixtures whose training data cover no real image leave it out.
 
     Returns:
         ``out_dir``.
@@ -236,4 +238,51 @@ def build_bundle(out_dir: Path, name: str, version: str, primary: FittedModel, f
     )
     card = {"name": name, "version": version, **card, **card_inputs_outputs(config)}
     card.setdefault("changelog", [f"{version}: trained with lnmstaging {__version__}"])
-    return write_bundle(Path(out_dir), config, members, card, card_markdown(card))
+    return write_bundle(Path(out_dir), config, members, card, card_markdown(card),
+                        training_domain(config, dataset) if record_domain else None)
+
+
+def training_domain(config: BundleConfig, dataset: PatchDataset) -> dict:
+    """The input domain of the bundle's training data (``domain.json``, see :mod:`LNMStagingLib.bundle.domain`).
+
+    Args:
+        config: the bundle's config (preset, whether the model sees only the node).
+        dataset: the patches the members were trained on.
+
+    Returns:
+        The domain statistics.
+    """
+    from ..bundle.domain import domain_statistics
+
+    preset = config.preprocessing
+    return domain_statistics(dataset.patches, dataset.masks, dataset.patient_id, dataset.mm_per_px,
+                             preset.modality, preset.name, config.masked_input)
+
+
+def backfill_domain(bundle_dir: Path, dataset: PatchDataset) -> Path:
+    """Add ``domain.json`` to an existing bundle from its training data and rehash its manifest; the weights,
+    config and card are left as they are (for bundles made before the input-domain check).
+
+    Args:
+        bundle_dir: the bundle folder (verified first).
+        dataset: the data the bundle was trained on, read as its recipe reads it.
+
+    Returns:
+        The path of the new ``domain.json``.
+    """
+    from ..bundle import load_bundle
+    from ..bundle.domain import DOMAIN_FILE
+    from ..bundle.format import MANIFEST, write_manifest
+    from ..io.atomic import write_text_atomic
+
+    bundle = load_bundle(bundle_dir)
+    header = {k: v for k, v in bundle.manifest.items() if k not in ("format", "format_version", "name", "version",
+                                                                    "files")}
+    target = Path(bundle_dir) / DOMAIN_FILE
+    import json
+
+    write_text_atomic(target, json.dumps(training_domain(bundle.config, dataset), indent=2) + "\n")
+    write_manifest(Path(bundle_dir), bundle.manifest["name"], bundle.manifest["version"], header)
+    load_bundle(bundle_dir)  # the rewritten manifest verifies
+    assert (Path(bundle_dir) / MANIFEST).is_file()
+    return target

@@ -108,7 +108,7 @@ def fit_encoder(dataset: PatchDataset, enc_train: np.ndarray, enc_val: np.ndarra
     xva = torch.as_tensor(dataset.patches[va])
     ckpt = (workdir / "vae_checkpoint") if workdir else None
     model, hist = train_vae(xtr, xva, vae_config, config.vae_train, ckpt, progress, device,
-                            description=f"{config.method.upper()}")
+                            description=f"{config.method.upper()}", log=log)
     log(f"  {config.method}: VAE stopped after {hist['epochs_run']} epochs, best {hist['best_epoch']} "
         f"(val loss {hist['best_val_loss']:.4f}) in {time.time() - t0:.0f}s")
     info["vae"] = {k: hist[k] for k in ("best_epoch", "epochs_run", "best_val_loss", "train_seconds")}
@@ -123,7 +123,7 @@ def fit_encoder(dataset: PatchDataset, enc_train: np.ndarray, enc_val: np.ndarra
         em_ckpt = (workdir / f"em_checkpoint_{r}") if workdir else None
         model, em_hist = train_vae(xtr, xva, vae_config, em_train, em_ckpt, progress, device,
                                    description=f"EM {r + 1}", classifier_loss=loss_fn,
-                                   initial_state=model.state_dict(), start_annealed=True)
+                                   initial_state=model.state_dict(), start_annealed=True, log=log)
         log(f"  {config.method}: EM round {r + 1} done (val loss {em_hist['best_val_loss']:.4f})")
         info.setdefault("em", []).append({k: em_hist[k] for k in ("best_epoch", "epochs_run", "best_val_loss",
                                                                   "train_seconds")})

@@ -82,6 +82,23 @@ def training_data(data: Path | None, manifest: Path | None, preset: str | None, 
     return dataset, preset, fov
 
 
+def check_enough_patients(dataset, config: PipelineConfig, source: Path | None) -> None:
+    """Refuse a training set too small for the nested selection: every class needs at least as many patients as
+    there are inner folds (and two), else a fold or the validation hold-out is empty.
+
+    Args:
+        dataset: the training data.
+        config: the pipeline configuration (its inner folds).
+        source: the data folder or manifest, for the message.
+    """
+    labels = list(dataset.patient_labels().values())
+    needed = max(2, int(config.inner_folds))
+    counts = {label: labels.count(label) for label in (0, 1)}
+    if min(counts.values()) < needed:
+        raise InputError(source, f"has {counts[1]} positive and {counts[0]} negative patient(s); training needs at "
+                                 f"least {needed} of each ({config.inner_folds} inner folds and a validation hold-out)")
+
+
 def train_encoder_only(dataset, config: PipelineConfig, method: str, out: Path, context: RunContext) -> dict:
     """``--stage vae``: the encoder on a patient hold-out, written to ``out`` (weights + description).
 

@@ -76,9 +76,11 @@ def _build(out_dir: Path, seed: int, n_members: int) -> Path:
         "data": {"source": "LNMStagingLib.synthetic.nodules.make_synthetic_nodules", "seed": seed,
                  "patients": int(len(patients)), "slices": int(len(dataset))},
         "evaluation": {"note": "none: this model is not evaluated"},
-        "limits": ["synthetic data", "research and testing only, not a medical device"],
+        "limits": ["synthetic data", "research and testing only, not a medical device",
+                   "records no input domain: its blobs cover one narrow intensity band, so as a test fixture it must "
+                   "accept the phantom; predictions say that the domain was not checked"],
     }
     return build_bundle(out_dir, TINY_NAME, "0.0.1", primary, folds, dataset, "lidc-png",
                         float(np.round(dataset.fov_mm(), 3)), card,
                         training={"pipeline": config.to_dict(), "seed": seed},
-                        clinical_absent_reason="synthetic data has no clinical data")
+                        clinical_absent_reason="synthetic data has no clinical data", record_domain=False)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import math
+import pickle
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -15,7 +17,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..io.atomic import atomic_path
 from ..models.vae import VAE, VAEConfig, VAELossConfig, kld_annealing, ssim, vae_loss
+from .fingerprint import array_digest, fingerprint
 from .seed import seed_everything
 
 
@@ -107,13 +111,21 @@ def train_vae(
     classifier_loss: Callable[[torch.Tensor, np.ndarray], torch.Tensor] | None = None,
     initial_state: dict | None = None,
     start_annealed: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[VAE, dict]:
     """Train a VAE; returns the model at the epoch of lowest validation loss, and the history.
 
-    ``checkpoint_dir``: ``last.pt`` is written every epoch (model, optimizer, history; loaded back with
-    ``torch.load(weights_only=True)``); a run finds it and resumes. ``classifier_loss(mu, batch_index)``
+    ``checkpoint_dir``: ``last.pt`` is written every epoch (model, optimizer, history and the fingerprint of
+    the data, configuration, initial weights and code; loaded back with ``torch.load(weights_only=True)``); a
+    run resumes from it only when the fingerprint matches, else (another cohort, config or code version, a
+    truncated or foreign file) it starts fresh and ``log`` says why. ``classifier_loss(mu, batch_index)``
     adds a classification term (the EM fine-tuning); ``initial_state`` starts from given weights.
     """
+    log = log or (lambda message: print(message, file=sys.stderr))
+    run_fingerprint = fingerprint(
+        train=array_digest(train_images), val=array_digest(val_images), vae=asdict(vae_config),
+        train_config=asdict(config), classifier=classifier_loss is not None, start_annealed=start_annealed,
+        initial=[array_digest(v) for v in initial_state.values()] if initial_state is not None else None)
     seed_everything(config.seed)
     model = VAE(vae_config).to(device)
     if initial_state is not None:
@@ -124,8 +136,8 @@ def train_vae(
     best_state = copy.deepcopy(model.state_dict())
     start_epoch = 0
     ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
-    if ckpt is not None and ckpt.is_file():
-        saved = torch.load(ckpt, map_location=device, weights_only=True)
+    saved = _resumable(ckpt, device, run_fingerprint, log) if ckpt is not None else None
+    if saved is not None:
         model.load_state_dict(saved["model"])
         optimiser.load_state_dict(saved["optimiser"])
         best_state = saved["best_model"]
@@ -169,8 +181,10 @@ def train_vae(
         bar.set_postfix(train=f"{history['train_loss'][-1]:.3f}", val=f"{val:.3f}")
         if ckpt is not None:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "best_model": best_state,
-                        "history": history, "epoch": epoch}, ckpt)
+            with atomic_path(ckpt) as temporary:  # a kill mid-save must not leave a truncated last.pt
+                torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
+                            "best_model": best_state, "history": history, "epoch": epoch,
+                            "fingerprint": run_fingerprint}, temporary)
         # early stopping only once the KLD weight is fully on, so that val losses are comparable
         annealed = start_annealed or epoch >= config.loss.anneal_epochs
         if annealed and epoch + 1 >= config.min_epochs and bad_epochs >= config.patience:
@@ -178,6 +192,35 @@ def train_vae(
     model.load_state_dict(best_state)
     model.eval()
     return model, history
+
+
+def _resumable(ckpt: Path, device: str, run_fingerprint: str, log: Callable[[str], None]) -> dict | None:
+    """The checkpoint at ``ckpt`` when it belongs to this very run (same fingerprint), else None, said in one line.
+
+    Args:
+        ckpt: the ``last.pt`` path.
+        device: where its tensors go.
+        run_fingerprint: this run's :func:`fingerprint`.
+        log: where the reason for starting fresh goes.
+
+    Returns:
+        The checkpoint's contents, or None.
+    """
+    if not ckpt.is_file():
+        return None
+    try:
+        saved = torch.load(ckpt, map_location=device, weights_only=True)
+        if not isinstance(saved, dict) or not {"model", "optimiser", "best_model", "history", "epoch"} <= set(saved):
+            raise ValueError("not an lnmstaging VAE checkpoint")
+    except (RuntimeError, EOFError, ValueError, TypeError, KeyError, AttributeError, pickle.UnpicklingError) as error:
+        reason = str(error).splitlines()[0][:120] if str(error).strip() else type(error).__name__
+        log(f"lnmstaging: {ckpt}: unreadable checkpoint ({reason}); training starts fresh")
+        return None
+    if saved.get("fingerprint") != run_fingerprint:
+        log(f"lnmstaging: {ckpt}: left by another run (other data, configuration or code version); not resumed, "
+            "training starts fresh")
+        return None
+    return saved
 
 
 def patch_bce_loss(

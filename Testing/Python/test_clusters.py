@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from LNMStagingLib.cli.main import main
+from LNMStagingLib.io.atomic import OUTPUT_LISTING
 from LNMStagingLib.prediction.clusters import STAT_FEATURES, cluster_table, elbow, mean_within_sd
 
-OUTPUTS = {"clusters.json", "table4.md", "assignments.csv", "latent_map.png", "k_selection.png"}
+OUTPUTS = {"clusters.json", "table4.md", "assignments.csv", "latent_map.png", "k_selection.png", OUTPUT_LISTING}
 
 
 def test_elbow_finds_the_bend():

@@ -14,6 +14,7 @@ import SimpleITK as sitk
 
 from LNMStagingLib.cli.main import main
 from LNMStagingLib.errors import CancelledError
+from LNMStagingLib.io.atomic import OUTPUT_LISTING
 from LNMStagingLib.prediction import predict_case
 from LNMStagingLib.prediction.traversal import TRAVERSAL_STEPS
 
@@ -34,7 +35,7 @@ def cli_run(phantom_files, tiny_bundle_dir, tmp_path_factory):
 def test_cli_writes_every_output(cli_run):
     code, out, printed = cli_run
     assert code == 0
-    assert {p.name for p in out.iterdir()} == {"report.json", "gradcam.nrrd", "traversal", "report.html"}
+    assert {p.name for p in out.iterdir()} == {"report.json", "gradcam.nrrd", "traversal", "report.html", OUTPUT_LISTING}
     assert not list(out.parent.glob(".*partial*"))
     # the printed probability comes with the model's data, intended use and "research use only"
     assert "patient: probability" in printed
