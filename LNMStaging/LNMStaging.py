@@ -404,6 +404,7 @@ class LNMStagingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         parameters = self._parameterNode
         request = PredictionRequest(
             clinical=clinicalInputs(parameters), modelPath=self._modelPath(), splitIslands=parameters.splitIslands,
+            allowOutOfDomain=parameters.allowOutOfDomain,
             python=python or None, baseEnvironment=slicer.util.startupEnvironment() if python else None,
         )
         try:

@@ -56,6 +56,8 @@ class PredictionRequest:
         clinical: age, sex, T stage (each optional).
         modelPath: a model bundle folder or installed bundle name; None = the bundled default.
         splitIslands: each connected component of a segment is its own node.
+        allowOutOfDomain: predict an image outside the model's training input domain (the child then puts the
+            warning beside every probability) instead of refusing it.
         python: the interpreter for the child: None = Slicer's own launcher (``PythonSlicer``), else the
             interpreter of an LNMStaging environment (then nothing needs installing into Slicer's Python).
         baseEnvironment: the environment the child's is made from (default: this process's). Inside Slicer,
@@ -66,6 +68,7 @@ class PredictionRequest:
     clinical: ClinicalInputs = field(default_factory=ClinicalInputs)
     modelPath: str | None = None
     splitIslands: bool = False
+    allowOutOfDomain: bool = False
     python: str | None = None
     baseEnvironment: Mapping[str, str] | None = None
     workRoot: Path | None = None
@@ -87,6 +90,19 @@ def checkInterpreter(python: str) -> str:
     if not path.is_file() or not os.access(path, os.X_OK):
         raise PredictionFailed(f"The chosen Python interpreter {path} is not an executable file.")
     return str(path)
+
+
+def moduleWords(errorLine: str, names: dict[str, str] | None = None) -> str:
+    """The child's one line in the module's words: the temporary input files named as the scene nodes they were
+    written from, the command-line advice said as the module's setting.
+
+    Args:
+        errorLine: the child's error.
+        names: temporary file path -> node name.
+    """
+    for path, name in (names or {}).items():
+        errorLine = errorLine.replace(path, name)
+    return errorLine.replace("pass --allow-out-of-domain", "tick 'Predict outside the model's input domain' under Advanced")
 
 
 class PredictionRun:
@@ -137,7 +153,9 @@ class PredictionRun:
             if outcome.cancelled:
                 raise PredictionCancelled("Prediction cancelled.")
             if not outcome.succeeded:
-                raise PredictionFailed(outcome.errorLine)
+                raise PredictionFailed(moduleWords(outcome.errorLine, {
+                    str(self.exported.imagePath): self.volumeNode.GetName(),
+                    str(self.exported.segmentationPath): self.segmentationNode.GetName()}))
             return scene_outputs.SceneOutputs(self.volumeNode, self.segmentationNode).load(
                 self.workDir / OUTPUT_FOLDER, self.exported)
         finally:
@@ -165,6 +183,8 @@ class LNMStagingLogic:
             command += ["--model", str(request.modelPath)]
         if request.splitIslands:
             command.append("--split-islands")
+        if request.allowOutOfDomain:
+            command.append("--allow-out-of-domain")
         if exported.modality:
             command += ["--modality", exported.modality]
         return command

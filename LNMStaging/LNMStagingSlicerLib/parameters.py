@@ -33,6 +33,7 @@ class LNMStagingParameterNode:
     tStage: Annotated[str, Choice(list(T_STAGE_CHOICES))] = NOT_GIVEN
     useBundledModel: bool = True
     modelPath: str = ""
+    allowOutOfDomain: bool = False
 
 
 def clinicalInputs(parameters: Any) -> ClinicalInputs:

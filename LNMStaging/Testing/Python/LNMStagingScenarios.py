@@ -627,8 +627,9 @@ def scenarioPredictInChildProcess(context: SceneContext, folder: Path) -> None:
 
 def scenarioCancelAndFailure(context: SceneContext, folder: Path) -> None:
     """Cancel mid-run ends the child's whole process group, adds nothing, leaves no temporary file; a child
-    failure (a model folder that is not a bundle, a bundle for another modality) reaches the caller as the
-    child's one line, with the scene as it was."""
+    failure (a model folder that is not a bundle, a bundle for another modality, an image outside the model's
+    input domain) reaches the caller as the child's one line, with the scene as it was; allowed, an
+    out-of-domain image is predicted with the warning beside the probability."""
     python = _python(context)
     files, volumeNode, segmentationNode, workRoot = _caseInScene(context, folder)
     scene = context.scene
@@ -659,6 +660,28 @@ def scenarioCancelAndFailure(context: SceneContext, folder: Path) -> None:
     _expectError(lambda: logic.predict(volumeNode, segmentationNode, PredictionRequest(python=python, workRoot=workRoot),
                                        timeout=PREDICTION_TIMEOUT_S), PredictionFailed, "the image is DICOM modality PT")
     assert scene.GetNumberOfNodes() == count, "a failed prediction changed the scene"
+    assert not any(workRoot.iterdir()), f"temporary files left: {list(workRoot.iterdir())}"
+
+    # An image outside the bundle's input domain (intensities x10): refused with the module's own words, or,
+    # when the user allows it, predicted with the warning beside the probability.
+    shNode.SetItemAttribute(item, attribute, "")
+    scaled = loadVolume(scene, files.image, "scaled x10")
+    slicer.util.updateVolumeFromArray(scaled, slicer.util.arrayFromVolume(volumeNode).astype(np.float32) * 10.0)
+    count = scene.GetNumberOfNodes()
+    try:
+        outputs = logic.predict(scaled, segmentationNode, PredictionRequest(python=python, workRoot=workRoot),
+                                timeout=PREDICTION_TIMEOUT_S)
+    except PredictionFailed as error:
+        assert "input domain" in str(error) and "under Advanced" in str(error) and "--allow" not in str(error), str(error)
+        assert str(error).startswith("scaled x10: "), f"the message should name the volume, not a temporary file: {error}"
+        assert scene.GetNumberOfNodes() == count, "a refused prediction changed the scene"
+    else:  # a bundle that records no input domain says so beside the probability instead
+        assert "input domain not checked" in outputs.patientTableNode.GetTable().GetColumnByName("Input caveats").GetValue(0)
+        return
+    outputs = logic.predict(scaled, segmentationNode, PredictionRequest(python=python, workRoot=workRoot, allowOutOfDomain=True),
+                            timeout=PREDICTION_TIMEOUT_S)
+    caveats = outputs.patientTableNode.GetTable().GetColumnByName("Input caveats").GetValue(0)
+    assert "OUT OF THE MODEL'S INPUT DOMAIN" in caveats, caveats
     assert not any(workRoot.iterdir()), f"temporary files left: {list(workRoot.iterdir())}"
 
 
@@ -747,6 +770,10 @@ def checkWidgetBinding(ui: Any, parameterNode: Any, scene: Any) -> None:
     parameterNode.sex, parameterNode.age, parameterNode.splitIslands = NOT_GIVEN, 0, False
     assert ui.sexComboBox.currentText == NOT_GIVEN and ui.ageSpinBox.value == 0 and not ui.splitIslandsCheckBox.checked, \
         "parameter node -> widgets"
+    ui.allowOutOfDomainCheckBox.checked = True
+    assert parameterNode.allowOutOfDomain is True, "out-of-domain checkbox -> parameter node"
+    parameterNode.allowOutOfDomain = False
+    assert not ui.allowOutOfDomainCheckBox.checked, "parameter node -> out-of-domain checkbox"
     ui.useBundledModelCheckBox.checked = False
     assert "model bundle folder" in cannotApplyReason(parameterNode)
     parameterNode.modelPath = "/some/bundle"
