@@ -249,8 +249,11 @@ def run_benchmark(data: str | Path | PatchDataset, out_dir, methods=DEFAULT_ORDE
             if method in ENCODER_FROM:
                 source_file = out_dir / ENCODER_FROM[method] / f"fold_{k}" / FINGERPRINT_FILE
                 source_fp = source_file.read_text(encoding="utf-8").strip() if source_file.is_file() else ""
-            fold_fp = fingerprint(data=data_fp, method=method, config=configs[method].to_dict(), seed=seed,
-                                  train=sorted(map(str, train)), test=sorted(map(str, test)), encoder=source_fp)
+            # the simple baselines have no training recipe; reused encoders come from the named bundle
+            config = configs[method].to_dict() if method in configs else {"baseline": method}
+            fold_fp = fingerprint(data=data_fp, method=method, config=config, seed=seed,
+                                  train=sorted(map(str, train)), test=sorted(map(str, test)), encoder=source_fp,
+                                  encoders_from=str(encoders_from) if encoders_from is not None else "")
             _discard_stale_fold(fold_dir, fold_fp, log)
             done = fold_dir / "result.json"
             if done.is_file():
