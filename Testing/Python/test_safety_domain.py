@@ -77,7 +77,11 @@ def test_a_case_outside_the_domain_is_refused_then_carries_the_warning(domain_bu
     assert warnings and warnings[0].startswith("OUT OF THE MODEL'S INPUT DOMAIN: mean intensity inside the nodes")
     probability_line = printed.splitlines().index(next(line for line in printed.splitlines()
                                                         if line.startswith("patient: probability")))
-    assert "OUT OF THE MODEL'S INPUT DOMAIN" in printed.splitlines()[probability_line + 1]
+    # beside the probability: among the caution/warning lines printed right under it (the intended-input caveat
+    # of issue 10 may come first), before anything else
+    under = printed.splitlines()[probability_line + 1:]
+    beside = under[:next((i for i, line in enumerate(under) if not line.lstrip().startswith(("caution:", "warning:"))), len(under))]
+    assert any("OUT OF THE MODEL'S INPUT DOMAIN" in line for line in beside), under[:4]
     html = (tmp_path / "out" / "report.html").read_text()
     assert html.index("OUT OF THE MODEL&#x27;S INPUT DOMAIN") < html.index("Clinical data:")
     assert report["model"]["path"] == str(domain_bundle.resolve())
