@@ -68,7 +68,7 @@ select an existing segmentation. Nodes painted into one segment can be separated
 <li>Optionally give age, sex and T stage, and choose a model bundle (its card is shown).</li>
 <li>Press <i>Predict</i>. The results: a table per node (probability with its spread over the ensemble,
 short and long axis, axis ratio, convexity, compactness, the size and shape criteria met), the patient's
-result, each segment coloured green (low) to red (high), a Grad-CAM heatmap over the image, and per node a
+result, each segment coloured green (low) to red (high), a heatmap of what drives each node's score (inside the node), and per node a
 sequence showing the latent growth traversal (use the Sequences toolbar to play it).</li>
 </ol>
 <p>Research use only: not a medical device. See the

@@ -1,6 +1,6 @@
 """From the prediction child's files (report.json, gradcam.nrrd, traversal stacks) to scene nodes.
 
-Tables (one row per node, and the patient), segments recoloured green to red by probability, the Grad-CAM
+Tables (one row per node, and the patient), segments recoloured green to red by probability, the node
 heatmap as a semi-transparent foreground, and per node a sequence of growth-traversal frames with a
 browser. A rerun on the same segmentation updates its earlier nodes in place and removes those it no
 longer needs. MRML classes, vtk and numpy only (runs on ``slicer-core`` too).
@@ -47,7 +47,7 @@ class PredictionOutputs:
         report: report.json as a dictionary (``patient``, ``nodes``, ``model``, ...).
         skipped: segments without a prediction, each with why.
         tableNode / patientTableNode: the node and patient tables.
-        heatmapNode: the Grad-CAM volume on the input volume's grid.
+        heatmapNode: the heatmap volume (gradcam.nrrd) on the input volume's grid.
         sequenceNodes / browserNodes: per node ID, its growth traversal and browser.
     """
 
@@ -188,7 +188,7 @@ class SceneOutputs:
         patientTableNode = self._output("vtkMRMLTableNode", "patient", f"{baseName} LNM patient")
         fillTable(patientTableNode, patientTableColumns(report, skipped))
         self._recolorSegments(report)
-        heatmapNode = self._output("vtkMRMLScalarVolumeNode", "heatmap", f"{baseName} Grad-CAM")
+        heatmapNode = self._output("vtkMRMLScalarVolumeNode", "heatmap", f"{baseName} LNM heatmap")
         self._fillHeatmap(heatmapNode, heatmap.astype(np.float32))
         outputs = PredictionOutputs(report, skipped, tableNode, patientTableNode, heatmapNode)
         names = {int(row["node_id"]): str(row["segment_name"]) for row in report["nodes"]}

@@ -131,7 +131,7 @@ def main() -> int:
             model = outputs.report["model"]
             caption = f"Synthetic phantom, model {model['name']} {model['version']}."
         renderHeatmap(volumeNode, segmentationNode, nodes, outputs, args.outdir / "slicer-heatmap.png",
-                      caption + "\nGrad-CAM over T2, nodes coloured by probability.")
+                      caption + "\nNode heatmap (integrated gradients, inside each node) over T2, nodes coloured by probability.")
         renderNodes(outputs, args.outdir / "slicer-nodes.png", caption)
     print(f"wrote {args.outdir / 'slicer-heatmap.png'} and {args.outdir / 'slicer-nodes.png'}")
     return 0
