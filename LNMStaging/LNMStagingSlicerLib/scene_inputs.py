@@ -113,14 +113,11 @@ def _emptyExtent(extent: tuple[int, ...]) -> bool:
     return extent[1] < extent[0] or extent[3] < extent[2] or extent[5] < extent[4]
 
 
-def segmentOnReference(segmentationNode: Any, segmentId: str, reference: Any) -> Any | None:
-    """The segment as a binary (0/1) oriented image on the reference grid, cropped to where it has voxels;
-    None when it is empty or lies outside the reference.
-
-    The segmentation's own geometry and parent transform (linear or not) are honoured: the shared labelmap
-    layer is resampled nearest-neighbour onto the reference in world space, then the segment's label value is
-    picked out of it (a layer holds several segments).
-    """
+def layerOnReference(segmentationNode: Any, segmentId: str, reference: Any) -> Any | None:
+    """The shared labelmap layer holding the segment, resampled nearest-neighbour onto the reference grid in
+    world space (the segmentation's own geometry and parent transform, linear or not, honoured) and cropped to
+    where it has data; None when it is empty or lies outside the reference. One layer holds several segments,
+    each under its label value."""
     layerImage = slicer.vtkOrientedImageData()
     slicer.vtkSlicerSegmentationsModuleLogic.GetSegmentBinaryLabelmapRepresentation(segmentationNode, segmentId, layerImage, True)
     if _emptyExtent(layerImage.GetExtent()):
@@ -130,16 +127,19 @@ def segmentOnReference(segmentationNode: Any, segmentId: str, reference: Any) ->
         return None
     if _emptyExtent(resampled.GetExtent()) or resampled.GetPointData().GetScalars() is None:
         return None
-    labelValue = segmentationNode.GetSegmentation().GetSegment(segmentId).GetLabelValue()
-    labels = numpy_support.vtk_to_numpy(resampled.GetPointData().GetScalars())
-    binary = (labels == labelValue).astype(np.uint8)
+    return resampled
+
+
+def segmentOfLayer(layer: Any, labelValue: int) -> Any | None:
+    """The segment of ``labelValue`` as a binary (0/1) oriented image on the layer's grid; None when the layer
+    holds no voxel of it."""
+    binary = (numpy_support.vtk_to_numpy(layer.GetPointData().GetScalars()) == labelValue).astype(np.uint8)
     if not binary.any():
         return None
     segmentImage = slicer.vtkOrientedImageData()
-    segmentImage.ShallowCopy(resampled)
-    segmentImage.CopyDirections(resampled)
-    scalars = numpy_support.numpy_to_vtk(binary, deep=True, array_type=vtk.VTK_UNSIGNED_CHAR)
-    segmentImage.GetPointData().SetScalars(scalars)
+    segmentImage.ShallowCopy(layer)
+    segmentImage.CopyDirections(layer)
+    segmentImage.GetPointData().SetScalars(numpy_support.numpy_to_vtk(binary, deep=True, array_type=vtk.VTK_UNSIGNED_CHAR))
     return segmentImage
 
 
@@ -182,9 +182,13 @@ def exportInputs(volumeNode: Any, segmentationNode: Any, folder: Path) -> Export
     exportNode.GetSegmentation().SetSourceRepresentationName(labelmapName)
     segmentNames: dict[str, str] = {}
     skipped: list[str] = []
+    layers: dict[int, Any] = {}  # resampled once per shared layer, not once per segment
     for segmentId in orderedSegmentIds(segmentation):
         source = segmentation.GetSegment(segmentId)
-        image = segmentOnReference(segmentationNode, segmentId, reference)
+        layerIndex = segmentation.GetLayerIndex(segmentId)
+        if layerIndex not in layers:
+            layers[layerIndex] = layerOnReference(segmentationNode, segmentId, reference)
+        image = None if layers[layerIndex] is None else segmentOfLayer(layers[layerIndex], source.GetLabelValue())
         if image is None:
             skipped.append(f"{source.GetName()} (empty, or outside the volume)")
             continue

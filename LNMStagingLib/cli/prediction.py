@@ -105,7 +105,7 @@ def _clusters(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     predict = subparsers.add_parser(
-        "predict", help="node and patient metastasis probabilities with Grad-CAM, traversals, criteria and a report",
+        "predict", help="node and patient metastasis probabilities with a node heatmap, traversals, criteria and a report",
         description="Predict one segmented case. Writes DIR/report.json, DIR/gradcam.nrrd (on the image grid), "
         "DIR/traversal/ and DIR/report.html. Research use only, not a medical device.",
     )
