@@ -97,6 +97,9 @@ def read_safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]
     return tensors
 
 
+_EXPECTED_SHAPES: dict[tuple[str, str], dict[str, tuple[int, ...]]] = {}  # (vae, mil) config reprs -> shapes
+
+
 def check_member_shapes(path: Path, vae, mil) -> None:
     """Compare a member file's tensor shapes with the architecture the config declares, by building that
     architecture on torch's ``meta`` device (no memory) after the size limits passed.
@@ -113,8 +116,12 @@ def check_member_shapes(path: Path, vae, mil) -> None:
     parameters = sum(_count(shape) for _, shape in stored.values())
     if parameters > MAX_MEMBER_PARAMETERS:
         raise BundleError(path, f"holds {parameters} parameters, above the sane {MAX_MEMBER_PARAMETERS}")
-    with torch.device("meta"):
-        expected = {name: tuple(t.shape) for name, t in ModelMember(vae, mil).state_dict().items()}
+    key = (repr(vae), repr(mil))
+    expected = _EXPECTED_SHAPES.get(key)
+    if expected is None:  # built once per architecture, not once per member
+        with torch.device("meta"):
+            expected = {name: tuple(t.shape) for name, t in ModelMember(vae, mil).state_dict().items()}
+        _EXPECTED_SHAPES[key] = expected
     if set(expected) != set(stored):
         missing, extra = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
         raise BundleError(path, f"weights do not fit the configured architecture (missing {missing[:3]}, "
