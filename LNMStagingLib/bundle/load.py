@@ -141,30 +141,6 @@ def load_bundle(path: str | Path | None = None, device: str = "cpu") -> ModelBun
     return ModelBundle(bundle_dir, manifest, manifest_sha, config, card, card_markdown, ensemble, domain)
 
 
-def _member_with_weights(member_class: type, vae, mil, state: dict):
-    """A member holding ``state`` (strict), built on the meta device and given the file's tensors: no random
-    initialisation that the weights would overwrite (half of the bundle's load time with 6 members). A member
-    with buffers computed at construction and not stored (the Dirichlet prior) is built for real instead.
-
-    Args:
-        member_class: the member's class (``ModelMember``), called as ``member_class(vae, mil)``.
-        vae: its VAEConfig; mil: its MILConfig.
-        state: the weights, already float32.
-
-    Returns:
-        The member (training mode, on the CPU). Raises RuntimeError when ``state`` does not fit.
-    """
-    import torch
-
-    with torch.device("meta"):
-        member = member_class(vae, mil)
-    member.load_state_dict(state, strict=True, assign=True)
-    if any(tensor.is_meta for tensor in [*member.parameters(), *member.buffers()]):
-        member = member_class(vae, mil)
-        member.load_state_dict(state, strict=True)
-    return member
-
-
 def _load_members(bundle_dir: Path, manifest: dict, config: BundleConfig, device: str) -> list:
     """The members' weights (safetensors only), each checked against the configured architecture."""
     import torch
@@ -186,9 +162,10 @@ def _load_members(bundle_dir: Path, manifest: dict, config: BundleConfig, device
             state = load_file(str(file))
         except (SafetensorError, OSError, ValueError) as error:
             raise BundleError(file, f"unreadable weights ({error})") from None
+        member = ModelMember(config.vae, config.member_mil(index))
         state = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()}
         try:
-            member = _member_with_weights(ModelMember, config.vae, config.member_mil(index), state)
+            member.load_state_dict(state, strict=True)
         except RuntimeError as error:
             raise BundleError(file, f"weights do not fit the configured architecture ({str(error)[:200]})") from None
         member.eval().to(device)
