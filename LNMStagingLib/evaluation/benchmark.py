@@ -23,6 +23,7 @@ import torch
 
 from ..data.dataset import PatchDataset
 from ..data.lidc import load_lidc
+from ..io.atomic import write_text_atomic
 from ..data.splits import patient_folds
 from ..training.config import PipelineConfig
 from ..training.context import RunContext
@@ -89,8 +90,32 @@ def run_fold(dataset: PatchDataset, method: str, config: PipelineConfig, train, 
         idx = dataset.subset_patients(test)
         result["reconstruction_test"] = reconstruction_metrics(fitted.encoder, torch.as_tensor(dataset.patches[idx]))
     fold_dir.mkdir(parents=True, exist_ok=True)
+    if fitted.inner_mils:
+        write_text_atomic(fold_dir / RAW_PREDICTIONS_FILE,
+                          json.dumps(_raw_predictions(fitted, dataset, train, test)))
     (fold_dir / "result.json").write_text(json.dumps(result, indent=1, default=json_default), encoding="utf-8")
     return result
+
+
+RAW_PREDICTIONS_FILE = "raw_predictions.json"
+
+
+def _raw_predictions(fitted: FittedModel, dataset: PatchDataset, train, test) -> dict:
+    """The uncalibrated patient outputs a calibration strategy is compared on without retraining.
+
+    Args:
+        fitted: the fold's model with its inner-fold classifiers.
+        dataset: the patches.
+        train: the fold's training patients.
+        test: its test patients.
+
+    Returns:
+        ``train`` and ``test`` (each :meth:`~LNMStagingLib.training.fitted.FittedModel.raw_predictions`: the
+        final and every inner-fold classifier's output) and ``inner_validation`` (each inner classifier's
+        held-out training patients).
+    """
+    return {"train": fitted.raw_predictions(dataset, train), "test": fitted.raw_predictions(dataset, test),
+            "inner_validation": fitted.selection.get("inner_validation", [])}
 
 
 def _resumed_seconds(history: dict) -> float:

@@ -210,7 +210,7 @@ def fit(dataset: PatchDataset, train_patients, config: PipelineConfig, context: 
         mil_config = replace(mil_template, **mil_over)
         train_config = replace(config.mil_train, **train_over)
         oof = np.full(len(train_patients), np.nan)
-        epochs, aucs, node_y, node_p = [], [], [], []
+        epochs, aucs, node_y, node_p, models = [], [], [], [], []
         for fi, (itr, iva) in enumerate(inner):
             tr_rows = [position[p] for p in itr]
             va_rows = [position[p] for p in iva]
@@ -223,6 +223,7 @@ def fit(dataset: PatchDataset, train_patients, config: PipelineConfig, context: 
                                     replace(train_config, seed=config.seed + fi), device)
             val_data = data.subset(va_rows)
             out = predict_mil(model, val_data, device)
+            models.append(model.cpu().eval())
             oof[va_rows] = out["final"]
             ny, npred = _node_predictions(out["patch_prob"], val_data)
             node_y.extend(ny)
@@ -234,7 +235,8 @@ def fit(dataset: PatchDataset, train_patients, config: PipelineConfig, context: 
 
         pooled = float(roc_auc_score(y_train, oof)) if len(np.unique(y_train)) == 2 else float("nan")
         results.append({"overrides": overrides, "inner_pooled_auc": pooled, "inner_epochs": epochs,
-                        "inner_best_auc": aucs, "oof": oof, "node_y": node_y, "node_p": node_p})
+                        "inner_best_auc": aucs, "oof": oof, "node_y": node_y, "node_p": node_p,
+                        "models": models})
         log(f"  {config.method}: MIL grid {gi} {overrides}: inner pooled AUC {pooled:.3f}, epochs {epochs}")
     best = max(results, key=lambda r: (np.nan_to_num(r["inner_pooled_auc"], nan=-1.0)))
     # calibration on this model's inner out-of-fold predictions, then the threshold on the calibrated ones
@@ -268,8 +270,12 @@ def fit(dataset: PatchDataset, train_patients, config: PipelineConfig, context: 
         "calibration_source": "Platt scaling fitted on the pooled inner-fold out-of-fold patient predictions",
         "quality_gate": {"passed": bool(attempts[-1]["passed"]), "attempts": attempts},
         "node_threshold": node_threshold,
-        "grid": [{k: v for k, v in r.items() if k not in ("oof", "node_y", "node_p")} for r in results],
+        "grid": [{k: v for k, v in r.items() if k not in ("oof", "node_y", "node_p", "models")} for r in results],
+        # the inner-fold classifiers of the chosen hyperparameters are kept with the model: each one's held-out
+        # patients are recorded, so its own predictions can be calibrated on patients it never saw
+        "inner_validation": [sorted(map(str, iva)) for _, iva in inner],
         "encoder_train_patients": len(enc_train), "encoder_val_patients": len(enc_val),
         "mil_seconds": time.time() - t0,
     }
-    return FittedModel(config.method, encoder, mil.cpu().eval(), scaler, threshold, selection, info, calibration)
+    return FittedModel(config.method, encoder, mil.cpu().eval(), scaler, threshold, selection, info, calibration,
+                       inner_mils=best["models"])
