@@ -23,8 +23,8 @@ import torch
 
 from ..data.dataset import PatchDataset
 from ..data.lidc import load_lidc
-from ..io.atomic import write_text_atomic
 from ..data.splits import patient_folds
+from ..io.atomic import write_text_atomic
 from ..training.config import PipelineConfig
 from ..training.context import RunContext
 from ..training.fingerprint import array_digest, fingerprint
@@ -213,6 +213,27 @@ def write_plots(out_dir: Path, results: dict[str, list[dict]]) -> None:
             plot_reliability(curves, out_dir / f"reliability_{level}.png", f"Reliability, {level} level")
 
 
+def outer_folds(dataset: PatchDataset, n_folds: int = 5, seed: int = 0, max_patients: int | None = None
+                ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """The benchmark's patients and its patient-grouped, stratified outer folds.
+
+    Args:
+        dataset: the data set.
+        n_folds: outer folds.
+        seed: the benchmark's seed.
+        max_patients: a random subset of patients (quick tries), or None.
+
+    Returns:
+        (the patients used, sorted; [(train, test)] per fold).
+    """
+    labels = dataset.patient_labels()
+    patients = np.asarray(sorted(labels))
+    if max_patients:
+        rng = np.random.default_rng(seed)
+        patients = np.sort(rng.choice(patients, min(max_patients, len(patients)), replace=False))
+    return patients, patient_folds(patients, [labels[p] for p in patients], n_folds, seed)
+
+
 def run_benchmark(data: str | Path | PatchDataset, out_dir, methods=DEFAULT_ORDER, n_folds: int = 5, seed: int = 0,
                   quick: bool = False, progress: bool = True, command: str = "", log=print,
                   max_patients: int | None = None, n_boot: int = 1000, title: str = LIDC_TITLE,
@@ -248,11 +269,7 @@ def run_benchmark(data: str | Path | PatchDataset, out_dir, methods=DEFAULT_ORDE
     started = started_file.read_text(encoding="utf-8").strip()
     dataset = data if isinstance(data, PatchDataset) else load_lidc(data)
     labels = dataset.patient_labels()
-    patients = np.asarray(sorted(labels))
-    if max_patients:
-        rng = np.random.default_rng(seed)
-        patients = np.sort(rng.choice(patients, min(max_patients, len(patients)), replace=False))
-    folds = patient_folds(patients, [labels[p] for p in patients], n_folds, seed)
+    patients, folds = outer_folds(dataset, n_folds, seed, max_patients)
     used = dataset.subset_patients(patients)
     data_fp = fingerprint(patches=array_digest(dataset.patches[used]), features=array_digest(dataset.features[used]),
                           labels=sorted((str(p), int(labels[p])) for p in patients), clinical=dataset.clinical)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..bundle.format import training_set_sha256
 from ..data.dataset import PatchDataset
 from ..data.splits import holdout_split, patient_folds
 from ..models.calibration import fit_platt
@@ -275,6 +276,7 @@ def fit(dataset: PatchDataset, train_patients, config: PipelineConfig, context: 
         # patients are recorded, so its own predictions can be calibrated on patients it never saw
         "inner_validation": [sorted(map(str, iva)) for _, iva in inner],
         "encoder_train_patients": len(enc_train), "encoder_val_patients": len(enc_val),
+        "training_patients_sha256": training_set_sha256(train_patients),
         "mil_seconds": time.time() - t0,
     }
     return FittedModel(config.method, encoder, mil.cpu().eval(), scaler, threshold, selection, info, calibration,
