@@ -22,10 +22,18 @@ from .vae_train import encode_images
 def member_from_fitted(fitted: FittedModel) -> ModelMember:
     if not isinstance(fitted.encoder, VAE):
         raise ValueError("only VAE-MLP models can be bundled")
-    member = ModelMember(fitted.encoder.config, fitted.mil.config)
+    heads = fitted.inner_mils if fitted.head_calibrations else []
+    member = ModelMember(fitted.encoder.config, fitted.mil.config, len(heads))
     member.vae.load_state_dict(fitted.encoder.state_dict())
     member.mil.load_state_dict(fitted.mil.state_dict())
+    for target, head in zip(member.heads, heads, strict=True):
+        target.load_state_dict(head.state_dict())
     return member.eval()
+
+
+def _head_calibrations(fitted: FittedModel) -> list[dict] | None:
+    """The member's ``head_calibrations`` (None: a model without heads, its ``mil`` and ``calibration`` apply)."""
+    return [c.to_dict() for c in fitted.head_calibrations] or None
 
 
 def raw_latent_directions(vae: VAE, dataset: PatchDataset) -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +88,7 @@ def pooled_threshold(y, p) -> tuple[float, str]:
         (threshold, its source as recorded in the bundle).
     """
     return choose_threshold(y, p), (f"Youden J on {len(np.asarray(y))} pooled out-of-fold patient predictions of "
-                                    "the Platt-calibrated fold members (each patient predicted by the member that "
+                                    "the calibrated fold members (each patient predicted by the member that "
                                     "never saw it)")
 
 
@@ -201,13 +209,14 @@ def build_bundle(out_dir: Path, name: str, version: str, primary: FittedModel, f
     members = [member_from_fitted(primary)] + [member_from_fitted(f) for _, f in kept]
     mil = primary.mil.config
     specs = [MemberSpec(file="members/member_0.safetensors", role="final", fold=None, threshold=primary.threshold,
-                        calibration=primary.calibration.to_dict(),
+                        calibration=primary.calibration.to_dict(), head_calibrations=_head_calibrations(primary),
                         training_patients_sha256=_training_hash(primary, "member 0"))]
     for index, (k, fitted) in enumerate(kept):
         specs.append(MemberSpec(file=f"members/member_{index + 1}.safetensors", role="fold", fold=k,
                                 feature_min=list(fitted.scaler.minimum), feature_max=list(fitted.scaler.maximum),
                                 mil=fitted.mil.config, threshold=fitted.threshold,
                                 calibration=fitted.calibration.to_dict(),
+                                head_calibrations=_head_calibrations(fitted),
                                 training_patients_sha256=_training_hash(fitted, f"fold member {k}")))
     gate = {"member_0": primary.selection.get("quality_gate", {"passed": True, "attempts": []}),
             "fold_members": {str(k): f.selection.get("quality_gate", {"passed": True, "attempts": []})

@@ -32,7 +32,9 @@ class FittedModel:
 
     ``inner_mils``: the inner-fold classifiers of the chosen hyperparameters (the ones whose held-out predictions
     are the out-of-fold predictions), in the order of ``selection["inner_validation"]`` (their held-out
-    patients); empty for models fitted before they were kept.
+    patients); empty for models fitted before they were kept. ``head_calibrations``: each one's Platt scaling,
+    fitted on its own held-out patients. With them, the model's patient probability is the mean of the calibrated
+    inner classifiers; without them (earlier models), the final ``mil`` with ``calibration``.
     """
 
     method: str
@@ -44,6 +46,7 @@ class FittedModel:
     history: dict
     calibration: Calibration = Calibration()
     inner_mils: list[MILModel] = field(default_factory=list)
+    head_calibrations: list[Calibration] = field(default_factory=list)
 
     @property
     def mil_config(self) -> MILConfig:
@@ -51,8 +54,9 @@ class FittedModel:
 
     def ensemble(self) -> Ensemble:
         """This model as a one-member :class:`Ensemble` (the forward path of bundles and evaluation)."""
-        return Ensemble([EncoderMember(self.encoder, self.mil.eval())], [self.scaler], self.threshold,
-                        calibrations=[self.calibration])
+        heads = self.inner_mils if self.head_calibrations else []
+        return Ensemble([EncoderMember(self.encoder, self.mil.eval(), heads)], [self.scaler], self.threshold,
+                        calibrations=[self.calibration], head_calibrations=[self.head_calibrations if heads else []])
 
     def raw_predictions(self, dataset: PatchDataset, patients) -> dict:
         """The uncalibrated patient probabilities of the final and of every inner-fold classifier.
@@ -96,6 +100,7 @@ class FittedModel:
         meta = {"method": self.method, "mil": self.mil.config.to_dict(), "scaler": self.scaler.to_dict(),
                 "threshold": self.threshold, "selection": self.selection, "history": self.history,
                 "calibration": self.calibration.to_dict(), "inner_mils": len(self.inner_mils),
+                "head_calibrations": [c.to_dict() for c in self.head_calibrations],
                 "pipeline": pipeline.to_dict()}
         (directory / "fitted.json").write_text(json.dumps(meta, indent=1, default=float), encoding="utf-8")
 
@@ -119,7 +124,8 @@ class FittedModel:
             inner[-1].load_state_dict(load_file(str(directory / f"inner_mil_{k}.safetensors")))
             inner[-1].eval()
         return cls(meta["method"], encoder, mil, FeatureScaler.from_dict(meta["scaler"]), float(meta["threshold"]),
-                   meta["selection"], meta["history"], Calibration.from_dict(meta.get("calibration")), inner)
+                   meta["selection"], meta["history"], Calibration.from_dict(meta.get("calibration")), inner,
+                   [Calibration.from_dict(c) for c in meta.get("head_calibrations", [])])
 
 
 def new_encoder(method: str, config: PipelineConfig) -> torch.nn.Module | None:

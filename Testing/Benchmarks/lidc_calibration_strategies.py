@@ -7,10 +7,10 @@ held-out training patients. From these, each strategy below gives every outer te
 outer test patients are never used to fit anything.
 
 * ``A_final_platt_oof``: the final classifier + Platt fitted on the pooled inner out-of-fold predictions (the
-  calibration is fitted on other models than the one it is applied to; the run's own strategy);
+  calibration is fitted on other models than the one it is applied to; the strategy before 2026-12-02);
 * ``A_final_isotonic_oof``: the same with isotonic regression;
 * ``B_inner_platt``: cross-fitted ensemble: the mean of the K inner classifiers, each Platt-calibrated on its own
-  held-out inner fold (calibration and model match);
+  held-out inner fold (calibration and model match; what training does since 2026-12-02);
 * ``B_inner_isotonic``: the same with isotonic regression per inner classifier;
 * ``B_inner_platt_plus_final``: B's K calibrated inner classifiers and A's final one, averaged;
 * ``D_mean_platt_oof``: the mean of the K raw inner outputs, Platt-calibrated on the pooled inner out-of-fold
@@ -110,13 +110,14 @@ def compare(run: Path, method: str = "vae", n_boot: int = 2000, n_sim: int = 200
         result = json.loads((path.parent / "result.json").read_text(encoding="utf-8"))
         strategies, y_oof = _fold_strategies(raw)
         y_test = np.asarray(raw["test"]["patient_label"])
-        # the run's own patient probabilities are strategy A: a check that the file and the run agree
+        # the run's own patient probabilities are one of the strategies: a check that the file and the run agree
+        used = "B_inner_platt" if result["selection"].get("head_calibrations") else "A_final_platt_oof"
         ran = np.asarray(result["predictions"]["patient_prob"])
         order = _rows(raw["test"], result["predictions"]["patient_id"])
-        gap = float(np.max(np.abs(strategies["A_final_platt_oof"][0][order] - ran)))
-        per_fold.append((y_test, y_oof, strategies, gap))
-    log(f"{run}/{method}: {len(per_fold)} folds, {sum(len(f[0]) for f in per_fold)} test patients; strategy A "
-        f"reproduces the run's probabilities to {max(f[3] for f in per_fold):.1e}")
+        gap = float(np.max(np.abs(strategies[used][0][order] - ran)))
+        per_fold.append((y_test, y_oof, strategies, gap, used))
+    log(f"{run}/{method}: {len(per_fold)} folds, {sum(len(f[0]) for f in per_fold)} test patients; the run used "
+        f"{sorted({f[4] for f in per_fold})}, reproduced here to {max(f[3] for f in per_fold):.1e}")
     low, high = UNCERTAIN_RANGE
     out = {}
     for name in per_fold[0][2]:
