@@ -15,6 +15,7 @@ from LNMStagingLib.data.lidc import build_dataset
 from LNMStagingLib.data.splits import patient_folds
 from LNMStagingLib.errors import BundleError
 from LNMStagingLib.evaluation.encoder_reuse import add_training_hashes, check_fold_encoders
+from LNMStagingLib.evaluation.evaluate import calibration_summary
 from LNMStagingLib.synthetic.nodules import make_synthetic_nodules
 
 SHIPPED = Path(__file__).resolve().parents[2] / "Resources" / "Models" / "lidc-vae-mlp"
@@ -93,4 +94,7 @@ def test_the_shipped_bundle_written_before_the_hashes_still_loads():
     bundle = load_bundle(SHIPPED)
     assert all(m.training_patients_sha256 is None for m in bundle.config.members)
     assert all(c.method == "platt" and not c.is_identity for c in bundle.ensemble.calibrations)
-    assert np.isfinite(bundle.threshold)
+    assert all(spec.n_heads == 0 for spec in bundle.config.members) and np.isfinite(bundle.threshold)
+    summary = calibration_summary(bundle)  # what evaluate reports under patient.calibration
+    assert summary["method"].startswith("Platt scaling of each member") and len(summary["members"]) == 6
+    assert all(m["method"] == "platt" for m in summary["members"])
