@@ -29,7 +29,7 @@ from ..training.config import PipelineConfig
 from ..training.context import RunContext
 from ..training.fingerprint import array_digest, fingerprint
 from ..training.fitted import FittedModel
-from ..training.pipeline import fit
+from ..training.pipeline import CROSS_FITTED, fit
 from ..training.recipes import benchmark_configs
 from ..training.vae_train import reconstruction_metrics
 from .baselines import BASELINES, run_baseline_fold
@@ -295,7 +295,9 @@ def run_benchmark(data: str | Path | PatchDataset, out_dir, methods=DEFAULT_ORDE
             config = configs[method].to_dict() if method in configs else {"baseline": method}
             fold_fp = fingerprint(data=data_fp, method=method, config=config, seed=seed,
                                   train=sorted(map(str, train)), test=sorted(map(str, test)), encoder=source_fp,
-                                  encoders_from=str(encoders_from) if encoders_from is not None else "")
+                                  encoders_from=str(encoders_from) if encoders_from is not None else "",
+                                  # folds fitted under the earlier calibration are recomputed, not reused
+                                  calibration=CROSS_FITTED if method in configs else "")
             _discard_stale_fold(fold_dir, fold_fp, log)
             done = fold_dir / "result.json"
             if done.is_file():
