@@ -97,13 +97,14 @@ def read_safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]
     return tensors
 
 
-def check_member_shapes(path: Path, vae, mil) -> None:
+def check_member_shapes(path: Path, vae, mil, n_heads: int = 0) -> None:
     """Compare a member file's tensor shapes with the architecture the config declares, by building that
     architecture on torch's ``meta`` device (no memory) after the size limits passed.
 
     Args:
         path: the member's safetensors file.
         vae: the VAEConfig; mil: the member's MILConfig.
+        n_heads: the member's classifier heads (config ``head_calibrations``), each of ``mil``'s architecture.
     """
     import torch
 
@@ -114,7 +115,7 @@ def check_member_shapes(path: Path, vae, mil) -> None:
     if parameters > MAX_MEMBER_PARAMETERS:
         raise BundleError(path, f"holds {parameters} parameters, above the sane {MAX_MEMBER_PARAMETERS}")
     with torch.device("meta"):
-        expected = {name: tuple(t.shape) for name, t in ModelMember(vae, mil).state_dict().items()}
+        expected = {name: tuple(t.shape) for name, t in ModelMember(vae, mil, n_heads).state_dict().items()}
     if set(expected) != set(stored):
         missing, extra = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
         raise BundleError(path, f"weights do not fit the configured architecture (missing {missing[:3]}, "
