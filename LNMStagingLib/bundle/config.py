@@ -43,6 +43,17 @@ class MemberSpec:
     # Platt scaling of this member's patient probability, fitted on its inner out-of-fold predictions and
     # applied before members are averaged (None: identity, bundles written before calibration existed)
     calibration: dict | None = None
+    # SHA-256 of the member's sorted training patient ids (format.training_set_sha256): which patients it
+    # learned from, independent of the features (None: bundles written before it was recorded)
+    training_patients_sha256: str | None = None
+    # with K entries the member carries K classifier heads (weights ``heads.<i>.*``, same architecture as its
+    # classifier), each with its calibration: the member's output is their calibrated mean, and ``calibration``
+    # belongs to its ``mil`` (kept for the explanations). None: no heads (bundles written before)
+    head_calibrations: list[dict] | None = None
+
+    @property
+    def n_heads(self) -> int:
+        return len(self.head_calibrations or [])
 
     def to_json(self) -> dict:
         data = asdict(self)

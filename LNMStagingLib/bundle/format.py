@@ -45,6 +45,14 @@ def patient_fingerprints(patient_ids) -> list[str]:
     return sorted(hashlib.sha256(str(pid).encode("utf-8")).hexdigest()[:16] for pid in patient_ids)
 
 
+def training_set_sha256(patient_ids) -> str:
+    """SHA-256 of a member's training set: its distinct patient ids as text, sorted, one per line. Two members
+    trained on the same patients have the same hash, whatever their features (the proof of
+    :func:`~LNMStagingLib.evaluation.encoder_reuse.check_fold_encoders`)."""
+    text = "\n".join(sorted({str(pid) for pid in patient_ids}))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()
@@ -74,6 +82,21 @@ def write_manifest(bundle_dir: Path, name: str, version: str, extra: dict | None
     target = bundle_dir / MANIFEST
     target.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return target
+
+
+def rehash_manifest(bundle_dir: Path, manifest: dict) -> Path:
+    """Rewrite ``manifest.json`` of a bundle whose files changed, keeping the name, version and extra keys of its
+    earlier ``manifest`` (the parsed one the bundle was loaded with).
+
+    Args:
+        bundle_dir: the bundle folder.
+        manifest: its previous manifest.
+
+    Returns:
+        The path of the new manifest.
+    """
+    header = {k: v for k, v in manifest.items() if k not in ("format", "format_version", "name", "version", "files")}
+    return write_manifest(Path(bundle_dir), manifest["name"], manifest["version"], header)
 
 
 def strict_json(path: Path) -> Any:

@@ -135,9 +135,10 @@ def load_bundle(path: str | Path | None = None, device: str = "cpu") -> ModelBun
     members = _load_members(bundle_dir, manifest, config, device)
     try:
         calibrations = [Calibration.from_dict(spec.calibration) for spec in config.members]
+        heads = [[Calibration.from_dict(c) for c in spec.head_calibrations or []] for spec in config.members]
     except (ValueError, KeyError, TypeError) as error:
         raise BundleError(bundle_dir / CONFIG, f"invalid member calibration ({error})") from None
-    ensemble = Ensemble(members, _scalers(config), float(config.threshold), device, calibrations)
+    ensemble = Ensemble(members, _scalers(config), float(config.threshold), device, calibrations, heads)
     return ModelBundle(bundle_dir, manifest, manifest_sha, config, card, card_markdown, ensemble, domain)
 
 
@@ -157,12 +158,13 @@ def _load_members(bundle_dir: Path, manifest: dict, config: BundleConfig, device
         file = bundle_dir / spec.file
         if spec.file not in manifest["files"]:
             raise BundleError(file, "member weights not listed in the manifest")
-        check_member_shapes(file, config.vae, config.member_mil(index))  # before any real tensor is allocated
+        # before any real tensor is allocated
+        check_member_shapes(file, config.vae, config.member_mil(index), spec.n_heads)
         try:
             state = load_file(str(file))
         except (SafetensorError, OSError, ValueError) as error:
             raise BundleError(file, f"unreadable weights ({error})") from None
-        member = ModelMember(config.vae, config.member_mil(index))
+        member = ModelMember(config.vae, config.member_mil(index), spec.n_heads)
         state = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()}
         try:
             member.load_state_dict(state, strict=True)

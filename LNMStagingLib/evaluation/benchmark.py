@@ -24,11 +24,12 @@ import torch
 from ..data.dataset import PatchDataset
 from ..data.lidc import load_lidc
 from ..data.splits import patient_folds
+from ..io.atomic import write_text_atomic
 from ..training.config import PipelineConfig
 from ..training.context import RunContext
 from ..training.fingerprint import array_digest, fingerprint
 from ..training.fitted import FittedModel
-from ..training.pipeline import fit
+from ..training.pipeline import CROSS_FITTED, fit
 from ..training.recipes import benchmark_configs
 from ..training.vae_train import reconstruction_metrics
 from .baselines import BASELINES, run_baseline_fold
@@ -89,8 +90,32 @@ def run_fold(dataset: PatchDataset, method: str, config: PipelineConfig, train, 
         idx = dataset.subset_patients(test)
         result["reconstruction_test"] = reconstruction_metrics(fitted.encoder, torch.as_tensor(dataset.patches[idx]))
     fold_dir.mkdir(parents=True, exist_ok=True)
+    if fitted.inner_mils:
+        write_text_atomic(fold_dir / RAW_PREDICTIONS_FILE,
+                          json.dumps(_raw_predictions(fitted, dataset, train, test)))
     (fold_dir / "result.json").write_text(json.dumps(result, indent=1, default=json_default), encoding="utf-8")
     return result
+
+
+RAW_PREDICTIONS_FILE = "raw_predictions.json"
+
+
+def _raw_predictions(fitted: FittedModel, dataset: PatchDataset, train, test) -> dict:
+    """The uncalibrated patient outputs a calibration strategy is compared on without retraining.
+
+    Args:
+        fitted: the fold's model with its inner-fold classifiers.
+        dataset: the patches.
+        train: the fold's training patients.
+        test: its test patients.
+
+    Returns:
+        ``train`` and ``test`` (each :meth:`~LNMStagingLib.training.fitted.FittedModel.raw_predictions`: the
+        final and every inner-fold classifier's output) and ``inner_validation`` (each inner classifier's
+        held-out training patients).
+    """
+    return {"train": fitted.raw_predictions(dataset, train), "test": fitted.raw_predictions(dataset, test),
+            "inner_validation": fitted.selection.get("inner_validation", [])}
 
 
 def _resumed_seconds(history: dict) -> float:
@@ -188,6 +213,27 @@ def write_plots(out_dir: Path, results: dict[str, list[dict]]) -> None:
             plot_reliability(curves, out_dir / f"reliability_{level}.png", f"Reliability, {level} level")
 
 
+def outer_folds(dataset: PatchDataset, n_folds: int = 5, seed: int = 0, max_patients: int | None = None
+                ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """The benchmark's patients and its patient-grouped, stratified outer folds.
+
+    Args:
+        dataset: the data set.
+        n_folds: outer folds.
+        seed: the benchmark's seed.
+        max_patients: a random subset of patients (quick tries), or None.
+
+    Returns:
+        (the patients used, sorted; [(train, test)] per fold).
+    """
+    labels = dataset.patient_labels()
+    patients = np.asarray(sorted(labels))
+    if max_patients:
+        rng = np.random.default_rng(seed)
+        patients = np.sort(rng.choice(patients, min(max_patients, len(patients)), replace=False))
+    return patients, patient_folds(patients, [labels[p] for p in patients], n_folds, seed)
+
+
 def run_benchmark(data: str | Path | PatchDataset, out_dir, methods=DEFAULT_ORDER, n_folds: int = 5, seed: int = 0,
                   quick: bool = False, progress: bool = True, command: str = "", log=print,
                   max_patients: int | None = None, n_boot: int = 1000, title: str = LIDC_TITLE,
@@ -223,11 +269,7 @@ def run_benchmark(data: str | Path | PatchDataset, out_dir, methods=DEFAULT_ORDE
     started = started_file.read_text(encoding="utf-8").strip()
     dataset = data if isinstance(data, PatchDataset) else load_lidc(data)
     labels = dataset.patient_labels()
-    patients = np.asarray(sorted(labels))
-    if max_patients:
-        rng = np.random.default_rng(seed)
-        patients = np.sort(rng.choice(patients, min(max_patients, len(patients)), replace=False))
-    folds = patient_folds(patients, [labels[p] for p in patients], n_folds, seed)
+    patients, folds = outer_folds(dataset, n_folds, seed, max_patients)
     used = dataset.subset_patients(patients)
     data_fp = fingerprint(patches=array_digest(dataset.patches[used]), features=array_digest(dataset.features[used]),
                           labels=sorted((str(p), int(labels[p])) for p in patients), clinical=dataset.clinical)
@@ -253,7 +295,9 @@ def run_benchmark(data: str | Path | PatchDataset, out_dir, methods=DEFAULT_ORDE
             config = configs[method].to_dict() if method in configs else {"baseline": method}
             fold_fp = fingerprint(data=data_fp, method=method, config=config, seed=seed,
                                   train=sorted(map(str, train)), test=sorted(map(str, test)), encoder=source_fp,
-                                  encoders_from=str(encoders_from) if encoders_from is not None else "")
+                                  encoders_from=str(encoders_from) if encoders_from is not None else "",
+                                  # folds fitted under the earlier calibration are recomputed, not reused
+                                  calibration=CROSS_FITTED if method in configs else "")
             _discard_stale_fold(fold_dir, fold_fp, log)
             done = fold_dir / "result.json"
             if done.is_file():

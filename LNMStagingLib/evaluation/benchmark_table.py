@@ -88,7 +88,9 @@ def write_table(out_dir: Path, summaries: dict[str, dict], command: str, started
         "- Two kinds of figure, each with its own 95% interval: **fold mean** (the metric in each outer test fold, "
         "averaged; ± SD over folds; t-interval over the folds) and **pooled** (one metric over every patient's "
         "out-of-fold prediction; patient-level bootstrap). Sensitivity etc.: fold mean ± SD, at each fold's own "
-        "threshold. Learned rows' patient probabilities are Platt-calibrated on inner out-of-fold predictions.",
+        "threshold. Learned rows' patient probability: the mean of the fold's inner-fold classifiers, each "
+        "Platt-calibrated on its own held-out inner fold (cross-fitted; runs before 2026-12-02: the final "
+        "classifier with Platt fitted on the pooled inner out-of-fold predictions).",
         "- Wall time: sum over folds of fitting + testing on the machine above. "
         "Ablation rows reuse the VAE row's fold encoders: their wall time is the MIL head only.",
         "- Settings: `LNMStagingLib/training/recipes.py::benchmark_configs` (fixed a priori, not tuned on test folds).",

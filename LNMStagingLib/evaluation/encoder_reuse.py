@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import load_bundle
+from ..bundle import load_bundle, training_set_sha256
 from ..data.dataset import PatchDataset
 from ..errors import BundleError
 from ..models.mil import FeatureScaler
@@ -39,18 +39,95 @@ def bundle_encoders(bundle_path: str | Path) -> tuple[object, dict[int, object],
     return primary, folds, bundle
 
 
-def check_fold_encoders(bundle, dataset: PatchDataset, folds: list[tuple[np.ndarray, np.ndarray]]) -> None:
-    """:class:`BundleError` unless each fold member's feature scaler is the one of that fold's training patients
-    (the proof that the member's encoder never saw the fold's test patients)."""
+def check_fold_encoders(bundle, dataset: PatchDataset, folds: list[tuple[np.ndarray, np.ndarray]]) -> dict[int, str]:
+    """:class:`BundleError` unless each fold member was trained on that fold's training patients only (the proof
+    that the member's encoder never saw the fold's test patients): by the recorded hash of its training patients
+    when the member has one, else by its stored feature scaler.
+
+    Args:
+        bundle: the loaded bundle.
+        dataset: this run's data (the features of the scaler proof).
+        folds: this run's (train, test) patients of each outer fold.
+
+    Returns:
+        {fold: "training_patients_sha256" or "feature_scaler"}: which proof each fold member passed.
+    """
+    proofs = {}
     for spec in bundle.config.members:
         if spec.role != "fold" or spec.fold is None:
             continue
+        if int(spec.fold) >= len(folds):
+            raise BundleError(bundle.path, f"fold member {spec.fold} has no fold in this run ({len(folds)} folds)")
         train, _ = folds[int(spec.fold)]
+        if spec.training_patients_sha256 is not None:
+            if spec.training_patients_sha256 != training_set_sha256(train):
+                raise BundleError(bundle.path, f"fold member {spec.fold} was not trained on this run's fold "
+                                               f"{spec.fold} training patients (training-patient hash differs)")
+            proofs[int(spec.fold)] = "training_patients_sha256"
+            continue
         scaler = FeatureScaler.fit(dataset.feature_names, dataset.features[dataset.subset_patients(train)])
         if not (np.allclose(scaler.minimum, spec.feature_min, atol=1e-5)
                 and np.allclose(scaler.maximum, spec.feature_max, atol=1e-5)):
             raise BundleError(bundle.path, f"fold member {spec.fold} was not trained on this run's fold "
                                            f"{spec.fold} training patients (feature ranges differ)")
+        proofs[int(spec.fold)] = "feature_scaler"
+    return proofs
 
 
-__all__ = ["bundle_encoders", "check_fold_encoders"]
+def add_training_hashes(bundle_dir: str | Path, dataset: PatchDataset, folds: list[tuple[np.ndarray, np.ndarray]],
+                        out_dir: str | Path) -> dict[int, str]:
+    """A copy of a bundle whose members record ``training_patients_sha256``, proven first by the feature scalers.
+
+    Each fold member must pass :func:`check_fold_encoders` by its scaler with ``dataset``'s features (members that
+    already record a hash: by the hash), and member 0 (role final) must have the scaler of every patient of
+    ``dataset``; then the copy's config gives fold member ``k`` the hash of fold ``k``'s training patients and
+    member 0 the hash of every patient, and its manifest is rehashed. The weights, card and domain are copied
+    byte for byte; the bundle itself is left as it is.
+
+    Args:
+        bundle_dir: the bundle to copy (verified by its manifest).
+        dataset: the data its members were trained on, with the features they were trained with.
+        folds: the (train, test) patients of the outer folds its fold members were trained on.
+        out_dir: the new bundle folder (must not exist).
+
+    Returns:
+        {fold: the proof each fold member passed before the hash was added}.
+    """
+    import dataclasses
+    import json
+    import os
+    import shutil
+
+    from ..bundle.format import CONFIG, rehash_manifest
+
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise BundleError(out_dir, "exists: the copy with training hashes goes to a new folder")
+    bundle = load_bundle(bundle_dir)
+    proofs = check_fold_encoders(bundle, dataset, folds)
+    everyone = FeatureScaler.fit(dataset.feature_names, dataset.features)
+    if not (np.allclose(everyone.minimum, bundle.config.feature_min, atol=1e-5)
+            and np.allclose(everyone.maximum, bundle.config.feature_max, atol=1e-5)):
+        raise BundleError(bundle.path, "member 0 was not trained on every patient of this data set "
+                                       "(feature ranges differ)")
+    specs = []
+    for spec in bundle.config.members:
+        patients = dataset.patients if spec.role == "final" else folds[int(spec.fold)][0]
+        specs.append(dataclasses.replace(spec, training_patients_sha256=training_set_sha256(patients)))
+    config = dataclasses.replace(bundle.config, members=specs)
+    partial = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(bundle.path, partial)
+    try:
+        (partial / CONFIG).write_text(json.dumps(config.to_json(), indent=2) + "\n", encoding="utf-8")
+        rehash_manifest(partial, bundle.manifest)
+        copied = load_bundle(partial)  # the copy verifies and its members pass by the hash
+        if set(check_fold_encoders(copied, dataset, folds).values()) - {"training_patients_sha256"}:
+            raise BundleError(partial, "a fold member of the copy was not proven by its training-patient hash")
+        os.replace(partial, out_dir)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return proofs
+
+
+__all__ = ["add_training_hashes", "bundle_encoders", "check_fold_encoders"]

@@ -27,12 +27,28 @@ def _level_metrics(y, p, std, threshold: float, groups, n_boot: int) -> dict:
 
 
 def calibration_summary(bundle: ModelBundle) -> dict:
-    """The calibration ``evaluate`` applied: each member's Platt scaling, before the members are averaged."""
-    calibrations = [c.to_dict() for c in bundle.ensemble.calibrations]
-    identity = all(c.is_identity for c in bundle.ensemble.calibrations)
-    return {"method": "none (bundle without calibration)" if identity else
-            "Platt scaling of each member's patient probability (fitted on its inner out-of-fold predictions), "
-            "applied before the members are averaged", "members": calibrations}
+    """The calibration ``evaluate`` applied, member by member, before the members are averaged: the mean of a
+    member's classifier heads, each calibrated on its own held-out patients, or (members without heads) the
+    calibration of its one classifier."""
+    ensemble = bundle.ensemble
+    members, identity, heads = [], True, False
+    for k in range(ensemble.n_members):
+        applied = [c for _, c in ensemble.classifiers(k)]
+        identity &= all(c.is_identity for c in applied)
+        if ensemble.head_calibrations[k]:
+            heads = True
+            members.append({"heads": [c.to_dict() for c in applied]})
+        else:
+            members.append(applied[0].to_dict())
+    if identity:
+        method = "none (bundle without calibration)"
+    elif heads:
+        method = ("each member's patient probability is the mean of its classifier heads (its inner-fold "
+                  "classifiers), each Platt-calibrated on its own held-out inner fold; then the members are averaged")
+    else:
+        method = ("Platt scaling of each member's patient probability (fitted on its inner out-of-fold predictions), "
+                  "applied before the members are averaged")
+    return {"method": method, "members": members}
 
 
 def uncertain_flags(pred: dict, threshold: float) -> np.ndarray:

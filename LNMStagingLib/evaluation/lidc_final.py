@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bundle.format import training_set_sha256
 from ..data.lidc import load_lidc
 from ..training.bundling import build_bundle, pooled_threshold
 from ..training.context import RunContext
@@ -127,6 +128,7 @@ def train_final_bundle(data_dir, out_dir: Path, work_dir: Path, benchmark_dir: P
     model_dir = work_dir / "primary" / "model"
     if (model_dir / "fitted.json").is_file():
         primary = FittedModel.load(model_dir)
+        primary.selection.setdefault("training_patients_sha256", training_set_sha256(dataset.patients))
         log(f"reusing {model_dir}")
     else:
         t0 = time.time()
@@ -153,6 +155,9 @@ def train_final_bundle(data_dir, out_dir: Path, work_dir: Path, benchmark_dir: P
             if (d / "result.json").is_file():
                 folds.append(FittedModel.load(d / "model"))
                 results.append(json.loads((d / "result.json").read_text(encoding="utf-8")))
+                # fold models fitted before fit() recorded it: the hash of the training patients of the result
+                folds[-1].selection.setdefault("training_patients_sha256",
+                                               training_set_sha256(results[-1]["train_patients"]))
     summary = summarise(results) if results else None
     comparisons = _comparisons(Path(benchmark_dir)) if benchmark_dir is not None else {}
     threshold = None

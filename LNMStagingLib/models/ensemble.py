@@ -130,18 +130,28 @@ class Ensemble:
         device: where the members live.
         calibrations: one :class:`~LNMStagingLib.models.calibration.Calibration` per member, applied to its
             patient probability before members are averaged (None: the identity for every member).
+        head_calibrations: per member, one calibration per classifier head (``member.heads``), fitted on that
+            head's own held-out patients; a member with heads outputs the mean of its calibrated heads (its
+            ``calibrations`` entry and ``mil`` are then not used for the outputs). None: no member has heads.
     """
 
     def __init__(self, members: Sequence[torch.nn.Module], scalers: Sequence[FeatureScaler], threshold: float,
-                 device: str = "cpu", calibrations: Sequence[Calibration] | None = None) -> None:
+                 device: str = "cpu", calibrations: Sequence[Calibration] | None = None,
+                 head_calibrations: Sequence[Sequence[Calibration]] | None = None) -> None:
         if len(members) != len(scalers) or not members:
             raise ValueError("an ensemble needs one feature scaler per member, and at least one member")
         calibrations = list(calibrations) if calibrations is not None else [Calibration()] * len(members)
         if len(calibrations) != len(members):
             raise ValueError("an ensemble needs one calibration per member")
+        heads = [list(getattr(member, "heads", [])) for member in members]
+        head_calibrations = [list(c) for c in head_calibrations] if head_calibrations is not None else \
+            [[Calibration()] * len(h) for h in heads]
+        if [len(c) for c in head_calibrations] != [len(h) for h in heads]:
+            raise ValueError("an ensemble needs one calibration per classifier head of each member")
         self.members = list(members)
         self.scalers = list(scalers)
         self.calibrations = calibrations
+        self.head_calibrations = head_calibrations
         self.threshold = float(threshold)
         self.device = device
 
@@ -152,6 +162,15 @@ class Ensemble:
     @property
     def feature_names(self) -> tuple[str, ...]:
         return tuple(self.scalers[0].names)
+
+    def classifiers(self, k: int) -> list[tuple[torch.nn.Module, Calibration]]:
+        """Member ``k``'s classifiers whose outputs are averaged, each with its calibration: its heads when it has
+        any, else its ``mil``."""
+        member = self.members[k]
+        heads = list(getattr(member, "heads", []))
+        if heads:
+            return list(zip(heads, self.head_calibrations[k], strict=True))
+        return [(member.mil, self.calibrations[k])]
 
     def to(self, device: str) -> Ensemble:
         for member in self.members:
@@ -208,12 +227,13 @@ class Ensemble:
         if latents is None:
             latents = self.latents(patches)
         probs = []
-        for k, member in enumerate(self.members):
+        for k in range(self.n_members):
             features_k = self.normalise_features(features, k)
             if features_k.shape[0] == 0:
                 probs.append(torch.zeros(0, device=self.device))
                 continue
-            probs.append(torch.sigmoid(member.mil.patch_logits(latents[k], features_k)))
+            probs.append(torch.stack([torch.sigmoid(mil.patch_logits(latents[k], features_k))
+                                      for mil, _ in self.classifiers(k)]).mean(0))
         return torch.stack(probs)
 
     @torch.no_grad()
@@ -252,10 +272,14 @@ class Ensemble:
             if config.n_clinical_inputs:
                 table = bags.clinical or [None] * len(slots)
                 clinical = self.tensor(np.stack([clinical_vector(config.clinical, values) for values in table]))
-            out = member.mil(latent, self.tensor(gather_slots(features_k, slots)), valid, node_index, clinical)
-            for key, value in out.items():
-                outputs.setdefault(key, []).append(value)
-            outputs.setdefault("calibrated", []).append(self.calibrations[k].apply(out["final"]))
+            feats = self.tensor(gather_slots(features_k, slots))
+            heads = [(mil(latent, feats, valid, node_index, clinical), cal) for mil, cal in self.classifiers(k)]
+            # a member with several heads: every output is the mean over its heads, the calibrated one the mean of
+            # the heads' calibrated probabilities (each head calibrated on patients it never saw)
+            for key in heads[0][0]:
+                outputs.setdefault(key, []).append(torch.stack([out[key] for out, _ in heads]).mean(0))
+            outputs.setdefault("calibrated", []).append(
+                torch.stack([cal.apply(out["final"]) for out, cal in heads]).mean(0))
         return {key: torch.stack(values) for key, values in outputs.items()}
 
     def _bag_latents(self, patches, slots: np.ndarray) -> list[torch.Tensor | None]:

@@ -16,12 +16,18 @@ class ModelMember(nn.Module):
     """``vae`` + ``mil``. ``forward(patches, features)`` gives per-patch logits (N, 1) for Grad-CAM.
 
     ``patches`` (N, 1, S, S) in [0, 1]; ``features`` (N, F) already normalised to [0, 1].
+
+    ``heads``: ``n_heads`` classifiers of the same architecture (the member's inner-fold classifiers, each
+    calibrated on its own held-out patients); when there are any, the member's outputs are their calibrated mean
+    (:class:`~LNMStagingLib.models.ensemble.Ensemble`) and ``mil`` (retrained on all the member's patients) serves
+    the explanations. Their weights are ``heads.<i>.*`` tensors of the member's file.
     """
 
-    def __init__(self, vae_config: VAEConfig, mil_config: MILConfig) -> None:
+    def __init__(self, vae_config: VAEConfig, mil_config: MILConfig, n_heads: int = 0) -> None:
         super().__init__()
         self.vae = VAE(vae_config)
         self.mil = MILModel(mil_config)
+        self.heads = nn.ModuleList([MILModel(mil_config) for _ in range(n_heads)])
 
     def latent(self, patches: torch.Tensor) -> torch.Tensor:
         """Latent means (N, D) of the VAE."""
@@ -37,12 +43,14 @@ class EncoderMember(nn.Module):
     Args:
         encoder: the patch encoder, or None when the classifier uses the size/border features only.
         mil: the multiple-instance classifier.
+        heads: classifiers whose calibrated mean is the member's output (see :class:`ModelMember`), or none.
     """
 
-    def __init__(self, encoder: nn.Module | None, mil: MILModel) -> None:
+    def __init__(self, encoder: nn.Module | None, mil: MILModel, heads: list[MILModel] | None = None) -> None:
         super().__init__()
         self.encoder = encoder
         self.mil = mil
+        self.heads = nn.ModuleList(heads or [])
 
     def latent(self, patches: torch.Tensor) -> torch.Tensor | None:
         """Latent means (a VAE) or pooled features (a CNN) (N, D); None without an encoder."""

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ..imaging.measure import outline_axes
 from ..io.atomic import atomic_path, write_text_atomic
 
 
@@ -28,11 +29,38 @@ class PhantomNode:
 
     @property
     def short_axis_mm(self) -> float:
-        return 2 * self.semi_axes_mm[1]
+        """The true short axis of the mid-plane cross-section (docs/measurements.md's definition)."""
+        return 2 * self.semi_axes_mm[1] if self.kind != "lobulated" else _lobulated_axes(self.semi_axes_mm)[1]
 
     @property
     def long_axis_mm(self) -> float:
-        return 2 * self.semi_axes_mm[0]
+        """The true long axis (largest Feret diameter) of the mid-plane cross-section."""
+        return 2 * self.semi_axes_mm[0] if self.kind != "lobulated" else _lobulated_axes(self.semi_axes_mm)[0]
+
+
+# the lobulated node: a core ellipse (LOBE_CORE x the semi-axes) and three disc-like bulges of radius
+# LOBE_RADIUS x a centred LOBE_OFFSET x the semi-axes out at LOBE_ANGLES (radians, from the long axis)
+LOBE_CORE, LOBE_OFFSET, LOBE_RADIUS, LOBE_ANGLES = 0.6, 0.62, 0.38, (0.0, 2.1, 4.2)
+
+
+def _lobulated_axes(semi_axes_mm: tuple[float, float, float], samples: int = 7200) -> tuple[float, float]:
+    """(long, short) axis of the lobulated node's mid-plane outline, from its exact (star-shaped) boundary.
+
+    Along each ray from the centre the outline is the farther of the core ellipse's exit and the exit of any
+    bulge the ray enters inside the core (the bulges overlap the core, so the union is one interval per ray).
+    """
+    a, b = semi_axes_mm[0], semi_axes_mm[1]
+    phi = np.linspace(0, 2 * np.pi, samples, endpoint=False)
+    ray = np.column_stack([np.cos(phi), np.sin(phi)])
+    radius = 1.0 / np.sqrt((ray[:, 0] / (LOBE_CORE * a)) ** 2 + (ray[:, 1] / (LOBE_CORE * b)) ** 2)
+    for angle in LOBE_ANGLES:
+        centre = np.array([LOBE_OFFSET * a * np.cos(angle), LOBE_OFFSET * b * np.sin(angle)])
+        along = ray @ centre
+        disc = along**2 - (centre @ centre - (LOBE_RADIUS * a) ** 2)
+        enter, leave = along - np.sqrt(np.maximum(disc, 0)), along + np.sqrt(np.maximum(disc, 0))
+        radius = np.where((disc > 0) & (enter <= radius), np.maximum(radius, leave), radius)
+    outline = ray * radius[:, None]
+    return outline_axes([np.vstack([outline, outline[:1]])], tolerance_mm=0.0)
 
 
 DEFAULT_NODES = (
@@ -71,10 +99,10 @@ def _node_mask(node: PhantomNode, x: np.ndarray, y: np.ndarray, z: np.ndarray) -
     if node.kind != "lobulated":
         return (u / a) ** 2 + (v / b) ** 2 + (z / c) ** 2 <= 1.0
     # a core ellipsoid with three bulges: an irregular (lobulated) border
-    mask = (u / (0.6 * a)) ** 2 + (v / (0.6 * b)) ** 2 + (z / c) ** 2 <= 1.0
-    for bulge_angle in (0.0, 2.1, 4.2):
-        cu, cv = 0.62 * a * np.cos(bulge_angle), 0.62 * b * np.sin(bulge_angle)
-        mask |= ((u - cu) ** 2 + (v - cv) ** 2) / (0.38 * a) ** 2 + (z / (0.8 * c)) ** 2 <= 1.0
+    mask = (u / (LOBE_CORE * a)) ** 2 + (v / (LOBE_CORE * b)) ** 2 + (z / c) ** 2 <= 1.0
+    for bulge_angle in LOBE_ANGLES:
+        cu, cv = LOBE_OFFSET * a * np.cos(bulge_angle), LOBE_OFFSET * b * np.sin(bulge_angle)
+        mask |= ((u - cu) ** 2 + (v - cv) ** 2) / (LOBE_RADIUS * a) ** 2 + (z / (0.8 * c)) ** 2 <= 1.0
     return mask
 
 

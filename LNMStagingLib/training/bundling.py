@@ -22,10 +22,18 @@ from .vae_train import encode_images
 def member_from_fitted(fitted: FittedModel) -> ModelMember:
     if not isinstance(fitted.encoder, VAE):
         raise ValueError("only VAE-MLP models can be bundled")
-    member = ModelMember(fitted.encoder.config, fitted.mil.config)
+    heads = fitted.inner_mils if fitted.head_calibrations else []
+    member = ModelMember(fitted.encoder.config, fitted.mil.config, len(heads))
     member.vae.load_state_dict(fitted.encoder.state_dict())
     member.mil.load_state_dict(fitted.mil.state_dict())
+    for target, head in zip(member.heads, heads, strict=True):
+        target.load_state_dict(head.state_dict())
     return member.eval()
+
+
+def _head_calibrations(fitted: FittedModel) -> list[dict] | None:
+    """The member's ``head_calibrations`` (None: a model without heads, its ``mil`` and ``calibration`` apply)."""
+    return [c.to_dict() for c in fitted.head_calibrations] or None
 
 
 def raw_latent_directions(vae: VAE, dataset: PatchDataset) -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +88,7 @@ def pooled_threshold(y, p) -> tuple[float, str]:
         (threshold, its source as recorded in the bundle).
     """
     return choose_threshold(y, p), (f"Youden J on {len(np.asarray(y))} pooled out-of-fold patient predictions of "
-                                    "the Platt-calibrated fold members (each patient predicted by the member that "
+                                    "the calibrated fold members (each patient predicted by the member that "
                                     "never saw it)")
 
 
@@ -159,6 +167,14 @@ def card_inputs_outputs(config: BundleConfig) -> dict:
     }
 
 
+def _training_hash(fitted: FittedModel, what: str) -> str:
+    """The member's ``training_patients_sha256`` (recorded by :func:`~LNMStagingLib.training.pipeline.fit`)."""
+    value = fitted.selection.get("training_patients_sha256")
+    if not value:
+        raise ValueError(f"{what}: its fitted model does not record the hash of its training patients")
+    return str(value)
+
+
 def build_bundle(out_dir: Path, name: str, version: str, primary: FittedModel, folds: list[FittedModel],
                  dataset: PatchDataset, preset: str, fov_mm: float | None, card: dict,
                  training: dict | None = None, clinical_absent_reason: str = "",
@@ -193,12 +209,15 @@ def build_bundle(out_dir: Path, name: str, version: str, primary: FittedModel, f
     members = [member_from_fitted(primary)] + [member_from_fitted(f) for _, f in kept]
     mil = primary.mil.config
     specs = [MemberSpec(file="members/member_0.safetensors", role="final", fold=None, threshold=primary.threshold,
-                        calibration=primary.calibration.to_dict())]
+                        calibration=primary.calibration.to_dict(), head_calibrations=_head_calibrations(primary),
+                        training_patients_sha256=_training_hash(primary, "member 0"))]
     for index, (k, fitted) in enumerate(kept):
         specs.append(MemberSpec(file=f"members/member_{index + 1}.safetensors", role="fold", fold=k,
                                 feature_min=list(fitted.scaler.minimum), feature_max=list(fitted.scaler.maximum),
                                 mil=fitted.mil.config, threshold=fitted.threshold,
-                                calibration=fitted.calibration.to_dict()))
+                                calibration=fitted.calibration.to_dict(),
+                                head_calibrations=_head_calibrations(fitted),
+                                training_patients_sha256=_training_hash(fitted, f"fold member {k}")))
     gate = {"member_0": primary.selection.get("quality_gate", {"passed": True, "attempts": []}),
             "fold_members": {str(k): f.selection.get("quality_gate", {"passed": True, "attempts": []})
                              for k, f in enumerate(folds)},
@@ -272,17 +291,15 @@ def backfill_domain(bundle_dir: Path, dataset: PatchDataset) -> Path:
     """
     from ..bundle import load_bundle
     from ..bundle.domain import DOMAIN_FILE
-    from ..bundle.format import MANIFEST, write_manifest
+    from ..bundle.format import MANIFEST, rehash_manifest
     from ..io.atomic import write_text_atomic
 
     bundle = load_bundle(bundle_dir)
-    header = {k: v for k, v in bundle.manifest.items() if k not in ("format", "format_version", "name", "version",
-                                                                    "files")}
     target = Path(bundle_dir) / DOMAIN_FILE
     import json
 
     write_text_atomic(target, json.dumps(training_domain(bundle.config, dataset), indent=2) + "\n")
-    write_manifest(Path(bundle_dir), bundle.manifest["name"], bundle.manifest["version"], header)
+    rehash_manifest(Path(bundle_dir), bundle.manifest)
     load_bundle(bundle_dir)  # the rewritten manifest verifies
     assert (Path(bundle_dir) / MANIFEST).is_file()
     return target

@@ -8,8 +8,9 @@
    grid), the number of epochs and the decision threshold; the test patients are never seen;
 5. the MIL classifier retrained on all training patients for the chosen number of epochs, checked by the
    collapse and quality gate (:mod:`~LNMStagingLib.training.gate`; retrained with another seed when collapsed);
-6. Platt calibration of the patient probability on the inner out-of-fold predictions, and the threshold
-   chosen on the calibrated ones.
+6. the patient probability: the mean of the inner-fold classifiers, each Platt-calibrated on its own
+   held-out inner fold (calibration fitted on the model it is applied to), and the threshold chosen on the
+   calibrated out-of-fold predictions; the final classifier serves the explanations.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..bundle.format import training_set_sha256
 from ..data.dataset import PatchDataset
 from ..data.splits import holdout_split, patient_folds
 from ..models.calibration import fit_platt
@@ -36,6 +38,8 @@ from .mil_train import MILData, predict_mil, train_mil
 from .seed import seed_everything
 from .threshold import choose_threshold
 from .vae_train import encode_images, patch_bce_loss, reconstruction_metrics, train_vae
+
+CROSS_FITTED = "cross-fitted inner classifiers, each Platt-calibrated on its own held-out inner fold, averaged"
 
 
 def _weak_slice_labels(dataset: PatchDataset, idx: np.ndarray) -> np.ndarray:
@@ -210,7 +214,7 @@ def fit(dataset: PatchDataset, train_patients, config: PipelineConfig, context: 
         mil_config = replace(mil_template, **mil_over)
         train_config = replace(config.mil_train, **train_over)
         oof = np.full(len(train_patients), np.nan)
-        epochs, aucs, node_y, node_p = [], [], [], []
+        epochs, aucs, node_y, node_p, models, held_out = [], [], [], [], [], []
         for fi, (itr, iva) in enumerate(inner):
             tr_rows = [position[p] for p in itr]
             va_rows = [position[p] for p in iva]
@@ -223,6 +227,8 @@ def fit(dataset: PatchDataset, train_patients, config: PipelineConfig, context: 
                                     replace(train_config, seed=config.seed + fi), device)
             val_data = data.subset(va_rows)
             out = predict_mil(model, val_data, device)
+            models.append(model.cpu().eval())
+            held_out.append(va_rows)
             oof[va_rows] = out["final"]
             ny, npred = _node_predictions(out["patch_prob"], val_data)
             node_y.extend(ny)
@@ -234,12 +240,21 @@ def fit(dataset: PatchDataset, train_patients, config: PipelineConfig, context: 
 
         pooled = float(roc_auc_score(y_train, oof)) if len(np.unique(y_train)) == 2 else float("nan")
         results.append({"overrides": overrides, "inner_pooled_auc": pooled, "inner_epochs": epochs,
-                        "inner_best_auc": aucs, "oof": oof, "node_y": node_y, "node_p": node_p})
+                        "inner_best_auc": aucs, "oof": oof, "node_y": node_y, "node_p": node_p,
+                        "models": models, "held_out_rows": held_out})
         log(f"  {config.method}: MIL grid {gi} {overrides}: inner pooled AUC {pooled:.3f}, epochs {epochs}")
     best = max(results, key=lambda r: (np.nan_to_num(r["inner_pooled_auc"], nan=-1.0)))
-    # calibration on this model's inner out-of-fold predictions, then the threshold on the calibrated ones
+    # the model applied is the mean of the inner-fold classifiers, each Platt-calibrated on its own held-out
+    # patients: the calibration is fitted on the very model it is applied to (a calibration fitted on the inner
+    # classifiers' predictions but applied to the final classifier, retrained on every patient, missed: the
+    # final one keeps part of its own scale). The threshold is chosen on the calibrated out-of-fold predictions.
+    head_calibrations = [fit_platt(y_train[rows], best["oof"][rows]) for rows in best["held_out_rows"]]
+    calibrated_oof = np.empty(len(y_train))
+    for rows, head in zip(best["held_out_rows"], head_calibrations, strict=True):
+        calibrated_oof[rows] = head.apply(best["oof"][rows])
+    threshold = choose_threshold(y_train, calibrated_oof)
+    # the final classifier's own calibration (pooled out-of-fold Platt): recorded, used only without heads
     calibration = fit_platt(y_train, best["oof"])
-    threshold = choose_threshold(y_train, calibration.apply(best["oof"]))
     node_threshold = choose_threshold(best["node_y"], best["node_p"]) if len(set(best["node_y"])) == 2 else 0.5
     n_epochs = int(np.median(best["inner_epochs"]))
     mil_over, train_over = split_overrides(best["overrides"])
@@ -263,13 +278,23 @@ def fit(dataset: PatchDataset, train_patients, config: PipelineConfig, context: 
         log(f"  {config.method}: quality gate FAILED ({'; '.join(attempts[-1]['reasons'])})")
     selection = {
         "overrides": best["overrides"], "epochs": n_epochs, "threshold": threshold,
-        "threshold_source": "Youden J on the Platt-calibrated pooled inner-fold out-of-fold patient predictions",
+        "threshold_source": "Youden J on the pooled inner-fold out-of-fold patient predictions, each calibrated by "
+                            "its own inner classifier's Platt scaling",
         "calibration": calibration.to_dict(),
-        "calibration_source": "Platt scaling fitted on the pooled inner-fold out-of-fold patient predictions",
+        "calibration_strategy": CROSS_FITTED,
+        "calibration_source": "the patient probability is the mean of the inner-fold classifiers, each "
+                              "Platt-calibrated on its own held-out inner fold; the final classifier (retrained on "
+                              "every training patient) is kept for the explanations",
+        "head_calibrations": [c.to_dict() for c in head_calibrations],
         "quality_gate": {"passed": bool(attempts[-1]["passed"]), "attempts": attempts},
         "node_threshold": node_threshold,
-        "grid": [{k: v for k, v in r.items() if k not in ("oof", "node_y", "node_p")} for r in results],
+        "grid": [{k: v for k, v in r.items() if k not in ("oof", "node_y", "node_p", "models", "held_out_rows")} for r in results],
+        # the inner-fold classifiers of the chosen hyperparameters are kept with the model: each one's held-out
+        # patients are recorded, so its own predictions can be calibrated on patients it never saw
+        "inner_validation": [sorted(map(str, iva)) for _, iva in inner],
         "encoder_train_patients": len(enc_train), "encoder_val_patients": len(enc_val),
+        "training_patients_sha256": training_set_sha256(train_patients),
         "mil_seconds": time.time() - t0,
     }
-    return FittedModel(config.method, encoder, mil.cpu().eval(), scaler, threshold, selection, info, calibration)
+    return FittedModel(config.method, encoder, mil.cpu().eval(), scaler, threshold, selection, info, calibration,
+                       inner_mils=best["models"], head_calibrations=head_calibrations)

@@ -241,3 +241,45 @@ def test_training_is_deterministic(tiny, tiny_bundle_dir, tmp_path):
         assert all(torch.equal(ours[k], theirs[k]) for k in ours), f"member {member} differs between two builds"
     other = build_tiny_bundle(tmp_path / "seed1", seed=1, n_members=1)
     assert not all(torch.equal(a, b) for a, b in zip(weights(tiny).values(), weights(other).values(), strict=True))
+
+
+def test_members_output_the_mean_of_their_calibrated_heads(tiny):
+    from safetensors import safe_open
+
+    from LNMStagingLib.evaluation.evaluate import calibration_summary
+
+    bundle = load_bundle(tiny)
+    for k, spec in enumerate(bundle.config.members):
+        assert spec.n_heads == 2 and len(bundle.ensemble.members[k].heads) == 2
+        assert all(not c.is_identity for c in bundle.ensemble.head_calibrations[k])
+        with safe_open(str(tiny / spec.file), "pt") as handle:
+            assert any(key.startswith("heads.1.") for key in handle.keys())
+    rng = np.random.default_rng(0)
+    n_features, m = len(bundle.config.feature_names), int(bundle.config.mil.max_patches)
+    index = np.full(m, -1)
+    index[:4] = [0, 0, 1, 1]  # two nodes of two patches, the rest padding
+    bag = Bag(patches=rng.random((m, 1, 32, 32)).astype(np.float32), features=rng.random((m, n_features)) * 10,
+              valid=index >= 0, node_index=index, node_ids=["a", "b"], clinical=None)
+    out = bundle.ensemble.outputs_of_bag(bag)
+    for k in range(bundle.n_members):
+        member = bundle.ensemble.members[k]
+        feats = bundle.ensemble.normalise_features(bag.features, k)[None]
+        latent = member.latent(torch.as_tensor(bag.patches))[None]
+        valid, nodes = torch.as_tensor(index >= 0)[None], torch.as_tensor(np.where(index < 0, 0, index))[None]
+        heads = [(h(latent, feats, valid, nodes, None)["final"][0], c)
+                 for h, c in zip(member.heads, bundle.ensemble.head_calibrations[k], strict=True)]
+        expected = torch.stack([c.apply(f) for f, c in heads]).mean()
+        assert torch.isclose(out["calibrated"][k], expected, atol=1e-5)
+    summary = calibration_summary(bundle)
+    assert "held-out inner fold" in summary["method"] and len(summary["members"][0]["heads"]) == 2
+
+
+def test_a_member_file_without_its_configured_heads_is_refused(copy_of):
+    bundle_dir = copy_of()
+    config = json.loads((bundle_dir / "config.json").read_text())
+    member = config["members"][0]
+    member["head_calibrations"] = member["head_calibrations"] + member["head_calibrations"][:1]  # 3 heads, 2 stored
+    (bundle_dir / "config.json").write_text(json.dumps(config))
+    write_manifest(bundle_dir, "tiny-synthetic", "0.0.1")
+    with pytest.raises(BundleError, match="member_0.*missing \\['heads.2"):
+        load_bundle(bundle_dir)

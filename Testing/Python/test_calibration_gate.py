@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from LNMStagingLib.evaluation.comparison import fold_mean_interval, paired_auc_difference
 from LNMStagingLib.evaluation.metrics import expected_calibration_error, fast_auc
 from LNMStagingLib.models.calibration import Calibration, fit_platt
 from LNMStagingLib.training.gate import MIN_INNER_AUC, judge
+from LNMStagingLib.training.threshold import choose_threshold
 
 
 def _scaled_member(rng, n: int, squeeze: float, shift: float):
@@ -67,3 +69,75 @@ def test_paired_difference_and_fold_interval():
     assert same["ci95"][0] <= 0 <= same["ci95"][1] or abs(same["pooled_difference"]) < 1e-6
     low, high = fold_mean_interval([0.8, 0.82, 0.84])
     assert low < 0.82 < high and np.isclose((low + high) / 2, 0.82)
+
+
+# ---------------------------------------------------------------- cross-fitted calibration (real fit, tiny data)
+@pytest.fixture(scope="module")
+def tiny_fit():
+    """A real fit on synthetic blobs (the tiny bundle's recipe) and its training patients."""
+    from LNMStagingLib.data.lidc import build_dataset
+    from LNMStagingLib.synthetic.nodules import make_synthetic_nodules
+    from LNMStagingLib.training.context import RunContext
+    from LNMStagingLib.training.pipeline import fit
+    from LNMStagingLib.training.tiny import tiny_pipeline_config
+
+    dataset = build_dataset(*make_synthetic_nodules(n_patients=30, seed=3), patch_size=32)
+    train = dataset.patients[:22]
+    fitted = fit(dataset, train, tiny_pipeline_config(3), RunContext(progress=False, log=lambda *_: None))
+    return dataset, train, fitted
+
+
+def test_each_head_is_calibrated_on_its_own_held_out_patients_and_the_output_is_their_mean(tiny_fit):
+    dataset, train, fitted = tiny_fit
+    held_out = fitted.selection["inner_validation"]
+    assert len(fitted.inner_mils) == len(fitted.head_calibrations) == len(held_out) == 2
+    assert sorted(p for ids in held_out for p in ids) == sorted(map(str, train))  # a partition of the patients
+    raw = fitted.raw_predictions(dataset, train)
+    position = {p: i for i, p in enumerate(raw["patient_id"])}
+    y = np.asarray(raw["patient_label"])
+    calibrated_oof = np.empty(len(y))
+    for k, ids in enumerate(held_out):
+        rows = [position[p] for p in ids]
+        own = fit_platt(y[rows], np.asarray(raw["inner"][k])[rows])  # refitted on head k's own held-out outputs
+        assert np.isclose(own.slope, fitted.head_calibrations[k].slope, atol=1e-3)
+        assert np.isclose(own.intercept, fitted.head_calibrations[k].intercept, atol=1e-3)
+        calibrated_oof[rows] = fitted.head_calibrations[k].apply(np.asarray(raw["inner"][k])[rows])
+    # the threshold is chosen on the calibrated out-of-fold predictions
+    assert np.isclose(fitted.threshold, choose_threshold(y, calibrated_oof))
+    # the patient probability applied is the mean of the calibrated heads (not the final classifier)
+    test = dataset.patients[22:]
+    pred, test_raw = fitted.predict(dataset, test), fitted.raw_predictions(dataset, test)
+    expected = np.mean([c.apply(np.asarray(test_raw["inner"][k])) for k, c in enumerate(fitted.head_calibrations)],
+                       axis=0)
+    assert np.allclose(pred["patient_prob"], expected, atol=1e-5)
+    assert not np.allclose(pred["patient_prob"], fitted.calibration.apply(np.asarray(test_raw["final"])), atol=1e-3)
+
+
+def test_a_fitted_model_with_heads_round_trips(tiny_fit, tmp_path):
+    from LNMStagingLib.training.fitted import FittedModel
+    from LNMStagingLib.training.tiny import tiny_pipeline_config
+
+    dataset, _, fitted = tiny_fit
+    fitted.save(tmp_path / "model", tiny_pipeline_config(3))
+    again = FittedModel.load(tmp_path / "model")
+    assert again.head_calibrations == fitted.head_calibrations and len(again.inner_mils) == 2
+    patients = dataset.patients[22:]
+    assert np.allclose(again.predict(dataset, patients)["patient_prob"], fitted.predict(dataset, patients)["patient_prob"])
+
+
+def test_isotonic_calibration_is_monotone_round_trips_and_agrees_in_torch():
+    import torch
+
+    from LNMStagingLib.models.calibration import fit_isotonic
+
+    rng = np.random.default_rng(4)
+    p = rng.uniform(0, 1, 500)
+    y = (rng.uniform(size=500) < p**2).astype(int)  # the true frequency is p squared
+    iso = fit_isotonic(y, p)
+    grid = np.linspace(0, 1, 101)
+    assert np.all(np.diff(iso.apply(grid)) >= 0)
+    assert abs(float(iso.apply(np.array([0.5]))[0]) - 0.25) < 0.12
+    assert Calibration.from_dict(iso.to_dict()) == iso
+    assert np.allclose(iso.apply(torch.as_tensor(grid)).numpy(), iso.apply(grid), atol=1e-9)
+    with pytest.raises(ValueError):
+        Calibration.from_dict({**iso.to_dict(), "knots_y": list(iso.knots_y)[::-1]})

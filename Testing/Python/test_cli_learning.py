@@ -47,8 +47,10 @@ def test_evaluate_writes_the_metrics_contract(tiny, synthetic_data, tmp_path):
     assert metrics["patient"]["uncertain_patients"] == round(metrics["patient"]["uncertain_fraction"]
                                                              * metrics["patient"]["n"])
     calibration = metrics["patient"]["calibration"]
-    assert len(calibration["members"]) == 2 and all(c["method"] == "platt" and c["fitted_on"] > 0
-                                                    for c in calibration["members"])
+    # each member: the mean of its inner-fold heads, each Platt-calibrated on its own held-out patients
+    assert "held-out inner fold" in calibration["method"] and len(calibration["members"]) == 2
+    assert all(len(m["heads"]) == 2 and all(c["method"] == "platt" and c["fitted_on"] > 0 for c in m["heads"])
+               for m in calibration["members"])
 
 
 def test_evaluate_flags_patients_the_bundle_trained_on(tiny, synthetic_data, tmp_path, capsys):

@@ -6,7 +6,9 @@ relative to the run folder, the bundle path relative to Resources/Models. First 
 library was reorganised (the reorganisation left every number unchanged); re-recorded deliberately when the
 default bundle was rebuilt calibrated (lidc-vae-mlp 1.1.0: new probabilities, in-node heatmap, new keys), and
 when the bundle gained domain.json (same weights and probabilities; manifest_sha256 and the added keys
-model.path, input.skipped_segments, patient.input_warnings, patient.clinical.out_of_range only).
+model.path, input.skipped_segments, patient.input_warnings, patient.clinical.out_of_range only), and when the
+measurements took the radiological short axis and unsmoothed border features (issue 10; same bundle: new
+short_axis_mm / axis_ratio / compactness / convexity, criteria calls, and the probabilities they feed).
 """
 
 from __future__ import annotations
