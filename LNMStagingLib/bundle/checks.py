@@ -97,6 +97,10 @@ def read_safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]
     return tensors
 
 
+# (vae, mil) config reprs and head count -> the state's shapes
+_EXPECTED_SHAPES: dict[tuple[str, str, int], dict[str, tuple[int, ...]]] = {}
+
+
 def check_member_shapes(path: Path, vae, mil, n_heads: int = 0) -> None:
     """Compare a member file's tensor shapes with the architecture the config declares, by building that
     architecture on torch's ``meta`` device (no memory) after the size limits passed.
@@ -114,8 +118,12 @@ def check_member_shapes(path: Path, vae, mil, n_heads: int = 0) -> None:
     parameters = sum(_count(shape) for _, shape in stored.values())
     if parameters > MAX_MEMBER_PARAMETERS:
         raise BundleError(path, f"holds {parameters} parameters, above the sane {MAX_MEMBER_PARAMETERS}")
-    with torch.device("meta"):
-        expected = {name: tuple(t.shape) for name, t in ModelMember(vae, mil, n_heads).state_dict().items()}
+    key = (repr(vae), repr(mil), int(n_heads))
+    expected = _EXPECTED_SHAPES.get(key)
+    if expected is None:  # built once per architecture, not once per member
+        with torch.device("meta"):
+            expected = {name: tuple(t.shape) for name, t in ModelMember(vae, mil, n_heads).state_dict().items()}
+        _EXPECTED_SHAPES[key] = expected
     if set(expected) != set(stored):
         missing, extra = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
         raise BundleError(path, f"weights do not fit the configured architecture (missing {missing[:3]}, "

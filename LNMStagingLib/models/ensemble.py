@@ -16,7 +16,8 @@ A member is a ``torch.nn.Module`` with ``mil`` (a :class:`~LNMStagingLib.models.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+import contextlib
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,30 @@ class PatientPrediction:
     positive: bool  # probability >= threshold
     threshold: float
     node_probabilities: dict  # node id -> ensemble mean probability over the node's patches in the bag
+
+
+@contextlib.contextmanager
+def channels_last(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Run the block with ``module``'s 4-D weights in channels-last layout, restored afterwards (an exact copy).
+
+    Why: with 8 to 32 channels, oneDNN's NCHW convolutions (and above all their backward pass) are slow on
+    CPU; a channels-last weight makes every convolution of the module take the NHWC kernels. Measured on the
+    default bundle's encoder, 800 32 x 32 patches, forward and input gradient, one thread: 0.33 s instead of
+    0.54 s (median of 5). Results differ from the NCHW ones by float rounding only (about 1e-6 of a value
+    of 2). Used for the explanations only (the heatmap, the traversal frames); the probabilities keep the
+    layout they were validated with.
+
+    Args:
+        module: the network (changed in place inside the block, back to contiguous weights after it).
+
+    Yields:
+        ``module``.
+    """
+    module.to(memory_format=torch.channels_last)
+    try:
+        yield module
+    finally:
+        module.to(memory_format=torch.contiguous_format)
 
 
 def gather_slots(values: np.ndarray, slots: np.ndarray) -> np.ndarray:

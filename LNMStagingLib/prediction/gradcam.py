@@ -12,8 +12,10 @@ where the model sees only zeros (held-out LIDC nodules: median 6.7 % inside the 
 Grad-CAM names (``gradcam.nrrd``, ``gradcam_in_node_fraction``) that viewers read.
 
 Maps are computed for every ensemble member, each scaled to [0, 1] by its own maximum (magnitudes are not
-comparable between models), and averaged. No model copy and no hooks: gradients are taken with respect to the
-input only, so the bundle's members are used as they are (parameters untouched).
+comparable between models), and averaged. The nodes and steps of one member go through batched forward and
+backward passes (``IG_BATCH`` patch x step images each), with the member's weights in channels-last layout
+meanwhile (:func:`~LNMStagingLib.models.ensemble.channels_last`). No model copy and no hooks: gradients are taken
+with respect to the input only, so the bundle's members are used as they are (parameter values untouched).
 """
 
 from __future__ import annotations
@@ -22,8 +24,12 @@ import numpy as np
 import torch
 
 from ..bundle import ModelBundle
+from ..models.ensemble import channels_last
 
 IG_STEPS = 8  # completeness error 0.46 of a mean logit gap of 1.65 on 80 LIDC patches (16: 0.13; 4: 0.90), half the time of 16
+# patches x steps per forward/backward pass: activations that stay in the CPU's caches (100 nodes x 8 steps in
+# one pass was slower than passes of 32 nodes)
+IG_BATCH = 256
 
 
 def _scale_to_unit(maps: torch.Tensor) -> torch.Tensor:
@@ -78,7 +84,10 @@ def node_gradcam(bundle: ModelBundle, patches: torch.Tensor, raw_features: np.nd
     keep = None if masks is None else torch.as_tensor(np.asarray(masks, dtype=bool))[:, None].to(x.device)
     for index, member in enumerate(bundle.ensemble.members):
         features = bundle.ensemble.normalise_features(raw_features, index)
-        evidence = member_attributions(member, x, features).clamp(min=0)
+        chunk = max(1, IG_BATCH // IG_STEPS)
+        with channels_last(member):  # the NHWC kernels: 1.6x faster here (see channels_last)
+            evidence = torch.cat([member_attributions(member, x[i:i + chunk], features[i:i + chunk])
+                                  for i in range(0, len(x), chunk)]).clamp(min=0)
         if keep is not None:
             evidence = evidence * keep
         total += _scale_to_unit(evidence).cpu()

@@ -54,7 +54,8 @@ def upscale(array: np.ndarray, scale: int) -> np.ndarray:
 def strip(frames: np.ndarray, scale: int = 3, gap: int = 2) -> np.ndarray:
     """Frames (F, H, W) in [0, 1] side by side (uint8), separated by white gaps."""
     count, height, width = frames.shape
-    tiles = [upscale(to_uint8(frame), scale) for frame in frames]
+    # all frames converted and enlarged at once (per frame, the conversion cost more than the copy at 100 nodes)
+    tiles = np.repeat(np.repeat(to_uint8(frames), scale, axis=1), scale, axis=2) if scale > 1 else to_uint8(frames)
     out = np.full((height * scale, count * width * scale + (count - 1) * gap), 255, np.uint8)
     for index, tile in enumerate(tiles):
         start = index * (width * scale + gap)

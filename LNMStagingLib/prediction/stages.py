@@ -115,7 +115,11 @@ def prepare(case: Case, bundle: ModelBundle, steps: Steps) -> PreparedInputs:
     native = prepare_case(case, None, intensity=False)  # canonical orientation only: the acquired voxels
     steps(0.2, "measuring the nodes")
     measurements = measure_nodes(prepared)
-    native_by_id = {m.node_id: m for m in measure_nodes(native)}
+    # Without resampling, and with the intensity steps left to the patches (or none), both prepared cases hold
+    # the same oriented voxels, masks and geometry: measuring again would repeat every node's work for
+    # identical numbers.
+    same_case = preset.target_spacing_mm is None and (bool(prepared.patch_intensity) or not preset.intensity)
+    native_by_id = {m.node_id: m for m in (measurements if same_case else measure_nodes(native))}
     native_nodes = {node.node_id: node for node in native.nodes}
     prepared_ids = {node.node_id for node in prepared.nodes}
     skipped = [{"segment_name": node.segment_name, "reason": "smaller than one voxel of the preset's grid"}

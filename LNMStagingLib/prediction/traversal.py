@@ -21,11 +21,14 @@ import torch
 
 from ..bundle import ModelBundle
 from ..errors import BundleError
+from ..models.ensemble import channels_last
 
 DIRECTIONS = ("growth", "border_irregularity")
 # the classifier direction: the gradient of the primary member's patch logit at the node's own latent code
 CLASSIFIER = "classifier"
 TRAVERSAL_STEPS: tuple[float, ...] = (-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5)
+# frames per decoder call: a batch whose activations stay in the CPU's caches (64 and 700 were slower)
+DECODE_BATCH = 256
 
 
 def latent_direction(bundle: ModelBundle, name: str, latent_dim: int) -> torch.Tensor:
@@ -81,14 +84,21 @@ def traverse(bundle: ModelBundle, patches: torch.Tensor, raw_features: np.ndarra
         features = bundle.ensemble.normalise_features(raw_features, 0)
         length = float(directions["growth"][0].norm())
         directions[CLASSIFIER] = _classifier_directions(member, mu, features, length)
-    frames, probabilities = {}, {}
-    for name, direction in directions.items():
-        codes = mu[:, None, :] + t[None, :, None] * direction[:, None, :]  # (N, F, D)
-        flat = codes.reshape(n * len(steps), -1)
-        decoded = bundle.ensemble.decode(flat).cpu()  # (N * F, 1, S, S)
-        frames[name] = decoded.reshape(n, len(steps), *decoded.shape[-2:]).numpy().astype(np.float32)
-        if features is not None:
-            with torch.no_grad():
-                logits = member.mil.patch_logits(flat, features.repeat_interleave(len(steps), dim=0))
-            probabilities[name] = torch.sigmoid(logits).reshape(n, len(steps)).cpu().numpy().astype(np.float32)
+    codes = {name: (mu[:, None, :] + t[None, :, None] * direction[:, None, :]).reshape(n * len(steps), -1)
+             for name, direction in directions.items()}  # (N * F, D) per direction
+    # every frame of every direction in batches of DECODE_BATCH, channels-last (see channels_last): at 100 nodes
+    # (2100 frames) 0.58 s instead of 0.99 s for one NCHW call per direction (median of 5, one thread)
+    flat = torch.cat(list(codes.values()))
+    with channels_last(member):
+        decoded = torch.cat([bundle.ensemble.decode(flat[i:i + DECODE_BATCH]).cpu()
+                             for i in range(0, len(flat), DECODE_BATCH)])  # (directions * N * F, 1, S, S)
+    stacked = decoded.reshape(len(codes), n, len(steps), *decoded.shape[-2:]).numpy().astype(np.float32)
+    frames = {name: stacked[index] for index, name in enumerate(codes)}
+    probabilities = {}
+    if features is not None:
+        repeated = features.repeat_interleave(len(steps), dim=0)
+        with torch.no_grad():
+            for name, flat in codes.items():  # per direction, as recorded: the reference compares them at 1e-6
+                logits = member.mil.patch_logits(flat, repeated)
+                probabilities[name] = torch.sigmoid(logits).reshape(n, len(steps)).cpu().numpy().astype(np.float32)
     return frames, probabilities

@@ -2,6 +2,7 @@
 side with `python -c "import torch"` in the same run (ratios, not absolute times: the machine is shared).
 
 Run:  .venv/bin/python Testing/Benchmarks/bench_predict_process.py [--repeats 3] [--skip-large] [--work DIR]
+          [--baseline OTHER/.venv/bin/python]
 
 Cases (the synthetic phantom, 7 fixed + seeded extra nodes, written once into ``--work`` or a temporary folder):
 * ``base``: 512 x 512 x 40 (0.5 x 0.5 x 3.3 mm), 15 nodes;
@@ -11,6 +12,8 @@ Each repeat runs, in turn, `import torch` and every case (interleaved, so that a
 touches all alike); the medians are compared. Memory is the child's own peak resident set (``os.wait4``).
 Targets (issue 15): base <= 1.5x import torch; nodes100 <= 1.3x base; large <= 4x base and < 2 GB peak.
 Prints one line per figure and per target (PASS/FAIL); exit code 0 only when every target passes.
+``--baseline`` also runs every case with another checkout's interpreter (its own `lnmstaging`, e.g. main's
+before a change), interleaved with this one's in every repeat, and prints its figures and ratios beside them.
 """
 
 from __future__ import annotations
@@ -58,10 +61,10 @@ def timed_child(command: list[str]) -> Run:
     return Run(seconds, int(usage.ru_maxrss) * 1024, code)  # ru_maxrss is in KiB on Linux
 
 
-def lnmstaging_command() -> list[str]:
-    """The installed console script beside this interpreter (what a user launches), else ``python -m``."""
-    script = Path(sys.executable).with_name("lnmstaging")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "LNMStagingLib"]
+def lnmstaging_command(python: str = sys.executable) -> list[str]:
+    """The installed console script beside ``python`` (what a user launches), else ``python -m``."""
+    script = Path(python).with_name("lnmstaging")
+    return [str(script)] if script.is_file() else [python, "-m", "LNMStagingLib"]
 
 
 def write_cases(work: Path, names: list[str]) -> dict[str, Path]:
@@ -108,27 +111,34 @@ def main() -> int:
     parser.add_argument("--skip-large", action="store_true", help="leave out the 1024 x 1024 x 200 case")
     parser.add_argument("--work", type=Path, help="keep the phantoms here between runs (default: a temporary folder)")
     parser.add_argument("--imports", action="store_true", help="also list the slowest imports of the base case")
+    parser.add_argument("--baseline", help="another checkout's Python: its `lnmstaging` runs every case too, "
+                        "interleaved, and its figures are printed beside (before/after a change)")
     args = parser.parse_args()
     names = [name for name in CASES if not (args.skip_large and name == "large")]
     scratch = tempfile.TemporaryDirectory()
     work = args.work or Path(scratch.name)
     folders = write_cases(work, names)
     outputs = Path(scratch.name) / "outputs"
-    base = lnmstaging_command()
+    commands = {"": lnmstaging_command()}
+    if args.baseline:
+        commands["baseline "] = lnmstaging_command(args.baseline)
 
-    def predict(name: str) -> list[str]:
-        folder, out = folders[name], outputs / name
+    def predict(name: str, prefix: str = "") -> list[str]:
+        folder, out = folders[name], outputs / (prefix.strip() or "this") / name
         shutil.rmtree(out, ignore_errors=True)  # our own output of the previous repeat
-        return base + ["predict", str(folder / "image.nrrd"), str(folder / "segmentation.seg.nrrd"), "--quiet",
-                       "--out", str(out)]
+        return commands[prefix] + ["predict", str(folder / "image.nrrd"), str(folder / "segmentation.seg.nrrd"),
+                                   "--quiet", "--out", str(out)]
 
-    timed_child(predict("base"))  # warm-up: the file cache, compiled bytecode
-    runs: dict[str, list[Run]] = {name: [] for name in ["import torch", *names]}
+    for prefix in commands:
+        timed_child(predict("base", prefix))  # warm-up: the file cache, compiled bytecode
+    labels = [prefix + name for prefix in commands for name in names]
+    runs: dict[str, list[Run]] = {name: [] for name in ["import torch", *labels]}
     load = os.getloadavg()[0]
     for _ in range(args.repeats):
         runs["import torch"].append(timed_child([sys.executable, "-c", "import torch"]))
         for name in names:
-            runs[name].append(timed_child(predict(name)))
+            for prefix in commands:
+                runs[prefix + name].append(timed_child(predict(name, prefix)))
     load = max(load, os.getloadavg()[0])
     seconds = {name: statistics.median(r.seconds for r in items) for name, items in runs.items()}
     peak = {name: max(r.peak_rss_bytes for r in items) for name, items in runs.items()}
@@ -138,19 +148,21 @@ def main() -> int:
           f"{platform.python_version()}, load average up to {load:.2f} during the runs")
     print(f"median of {args.repeats} interleaved runs, launch to exit; peak = the child's max RSS")
     for name, value in seconds.items():
-        print(f"  {name:12s} {value:6.2f} s   peak {peak[name] / GIB:5.2f} GiB")
-    checks = [("base / import torch", seconds["base"] / seconds["import torch"], 1.5)]
-    if "nodes100" in seconds:
-        checks.append(("nodes100 / base", seconds["nodes100"] / seconds["base"], 1.3))
-    if "large" in seconds:
-        checks.append(("large / base", seconds["large"] / seconds["base"], 4.0))
+        print(f"  {name:21s} {value:6.2f} s   peak {peak[name] / GIB:5.2f} GiB")
     ok = True
-    for label, ratio, target in checks:
-        ok &= ratio <= target
-        print(f"{label}: {ratio:.2f}x (target <= {target:g}x): {verdict(ratio <= target)}")
-    if "large" in peak:
-        ok &= peak["large"] < 2 * GIB
-        print(f"large peak memory: {peak['large'] / GIB:.2f} GiB (target < 2 GiB): {verdict(peak['large'] < 2 * GIB)}")
+    for prefix in reversed(commands):  # the baseline's figures first, for reading before/after
+        checks = [("base / import torch", seconds[prefix + "base"] / seconds["import torch"], 1.5)]
+        if "nodes100" in names:
+            checks.append(("nodes100 / base", seconds[prefix + "nodes100"] / seconds[prefix + "base"], 1.3))
+        if "large" in names:
+            checks.append(("large / base", seconds[prefix + "large"] / seconds[prefix + "base"], 4.0))
+        for label, ratio, target in checks:
+            ok &= ratio <= target or bool(prefix)  # the baseline's figures are for comparison only
+            print(f"{prefix}{label}: {ratio:.2f}x (target <= {target:g}x): {verdict(ratio <= target)}")
+        if "large" in names:
+            large = peak[prefix + "large"]
+            ok &= large < 2 * GIB or bool(prefix)
+            print(f"{prefix}large peak memory: {large / GIB:.2f} GiB (target < 2 GiB): {verdict(large < 2 * GIB)}")
     if args.imports:
         print("slowest imports of the base case (cumulative): " + ", ".join(import_profile(predict("base"))))
     scratch.cleanup()
