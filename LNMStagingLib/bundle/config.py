@@ -48,7 +48,7 @@ class MemberSpec:
     training_patients_sha256: str | None = None
     # with K entries the member carries K classifier heads (weights ``heads.<i>.*``, same architecture as its
     # classifier), each with its calibration: the member's output is their calibrated mean, and ``calibration``
-    # belongs to its ``mil`` (kept for the explanations). None: no heads (bundles written before)
+    # belongs to its ``mil`` (then unused). None: no heads (bundles written before)
     head_calibrations: list[dict] | None = None
 
     @property

@@ -83,7 +83,7 @@ def _predict(args: argparse.Namespace) -> int:
     print(result.model.context_line())
     t = result.timings
     print(f"times: imports {imports:.2f} s, model load {load_time:.2f} s, inference {predict_time:.2f} s "
-          f"(preprocessing {t.preprocessing_s:.2f}, probabilities {t.inference_s:.2f}, Grad-CAM {t.gradcam_s:.2f}, "
+          f"(preprocessing {t.preprocessing_s:.2f}, probabilities {t.inference_s:.2f}, heatmap {t.gradcam_s:.2f}, "
           f"traversals {t.traversal_s:.2f}), writing {write_time:.2f} s")
     return 0
 

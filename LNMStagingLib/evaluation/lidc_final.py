@@ -24,6 +24,43 @@ from .benchmark import summarise
 
 FINAL_NAME = "lidc-vae-mlp"
 
+# what each version of the shipped bundle changed (the card lists the entries up to the version it is built as)
+CHANGELOG = {
+    "1.0.0": "2026-11-23: VAE-MLP, member 0 + 5 outer-fold members of the nested benchmark as the ensemble.",
+    "1.1.0": "2026-12-01: classifier stage refitted on 1.0.0's VAE encoders: collapse and quality gate, per-member "
+             "Platt calibration, threshold on the calibrated out-of-fold predictions, disagreement on calibrated "
+             "probabilities.",
+    "1.2.0": "2026-12-02: node features measured anew (radiological short axis robust to near-ties, border features "
+             "without smoothing, docs/measurements.md); cross-fitted calibration (each member's probability is the "
+             "mean of its 3 inner-fold classifiers, each Platt-calibrated on its own held-out patients; the "
+             "explanations use the same classifiers); classifier stage refitted on 1.0.0's VAE encoders (each fold "
+             "member proven by the hash of its training patients).",
+}
+# selection entries that list patient ids: the card gives their sizes only (bundles hold hashed ids, never raw)
+_PATIENT_LISTS = ("inner_validation", "held_out_patients")
+
+
+def _version_key(version: str) -> tuple:
+    return tuple(int(part) if part.isdigit() else 0 for part in version.split("."))
+
+
+def card_selection(selection: dict) -> dict:
+    """Member 0's selection as the card shows it: no hyperparameter grid, patient lists as their sizes.
+
+    Args:
+        selection: :attr:`FittedModel.selection`.
+
+    Returns:
+        A copy safe to publish (no patient ids).
+    """
+    shown = {k: v for k, v in selection.items() if k != "grid" and k not in _PATIENT_LISTS}
+    for key in _PATIENT_LISTS:
+        value = selection.get(key)
+        if value:
+            shown[f"{key}_patients"] = ([len(v) for v in value] if isinstance(value[0], (list, tuple))
+                                        else len(value))
+    return shown
+
 
 def _card(dataset, summary: dict | None, n_folds_found: int, primary: FittedModel) -> dict:
     labels = dataset.patient_labels()
@@ -51,7 +88,7 @@ def _card(dataset, summary: dict | None, n_folds_found: int, primary: FittedMode
             "member_0": "trained on all patients; MIL hyperparameters, epochs and threshold chosen on inner folds",
             "fold_members": f"{n_folds_found} outer-fold models of the nested benchmark (each trained on 4/5 of the "
                            "patients), used as an ensemble for uncertainty",
-            "selection": {k: v for k, v in primary.selection.items() if k != "grid"},
+            "selection": card_selection(primary.selection),
         },
         "limits": [
             "CT lung nodules only; labels are radiologist ratings, not pathology.",
@@ -172,9 +209,13 @@ def train_final_bundle(data_dir, out_dir: Path, work_dir: Path, benchmark_dir: P
             "least as well as the VAE-MLP (the paired intervals above), so the image features add no shown benefit.")
     if encoder_from is not None:
         card["training"]["encoders"] = (f"the VAE encoders of {Path(encoder_from).name} (member 0 and the fold members, "
-                                        "trained by the same recipe on the same folds, each fold's checked by its "
-                                        "feature ranges) were reused; the classifier, its gate, calibration and the "
+                                        "trained by the same recipe on the same folds, each fold member proven by the "
+                                        "hash of its training patients or its feature ranges) were reused; the classifier, its gate, calibration and the "
                                         "threshold were refitted")
+    history = [f"{v}: {text}" for v, text in CHANGELOG.items() if _version_key(v) <= _version_key(version)]
+    if version not in CHANGELOG:
+        history.append(f"{version}: rebuilt by the LIDC recipe")
+    card["changelog"] = history
     tmp = Path(str(out_dir) + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)

@@ -19,8 +19,8 @@ class ModelMember(nn.Module):
 
     ``heads``: ``n_heads`` classifiers of the same architecture (the member's inner-fold classifiers, each
     calibrated on its own held-out patients); when there are any, the member's outputs are their calibrated mean
-    (:class:`~LNMStagingLib.models.ensemble.Ensemble`) and ``mil`` (retrained on all the member's patients) serves
-    the explanations. Their weights are ``heads.<i>.*`` tensors of the member's file.
+    (:class:`~LNMStagingLib.models.ensemble.Ensemble`) and ``mil`` (retrained on all the member's patients) is kept
+    but gives no output: the explanations use the heads too (:meth:`patch_logits`). Their weights are ``heads.<i>.*`` tensors of the member's file.
     """
 
     def __init__(self, vae_config: VAEConfig, mil_config: MILConfig, n_heads: int = 0) -> None:
@@ -33,8 +33,21 @@ class ModelMember(nn.Module):
         """Latent means (N, D) of the VAE."""
         return self.vae.encode(patches)[0]
 
+    def patch_logits(self, latent: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Per-patch logit (N,) of the classifiers whose outputs the member reports.
+
+        With heads: the logit of the heads' mean patch probability, the same mean the ensemble reports as the
+        node probability, so the heatmap and the traversals explain the number shown, not ``mil`` (which then
+        gives no output). Without heads: ``mil``'s patch logit.
+        """
+        if len(self.heads) == 0:
+            return self.mil.patch_logits(latent, features)
+        mean = torch.stack([torch.sigmoid(head.patch_logits(latent, features)) for head in self.heads]).mean(0)
+        mean = mean.clamp(1e-7, 1.0 - 1e-7)
+        return torch.log(mean) - torch.log1p(-mean)
+
     def forward(self, patches: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        return self.mil.patch_logits(self.latent(patches), features).unsqueeze(1)
+        return self.patch_logits(self.latent(patches), features).unsqueeze(1)
 
 
 class EncoderMember(nn.Module):

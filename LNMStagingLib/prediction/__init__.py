@@ -1,6 +1,6 @@
-"""Prediction with explanations for one segmented case: per-node and patient probabilities,
-Grad-CAM in image space, latent growth/border traversals, radiological criteria, JSON/HTML reports, and the
-latent-space cluster analysis. Research use only."""
+"""Prediction with explanations for one segmented case: per-node and patient probabilities, node heatmaps
+(integrated gradients inside the node) in image space, latent growth/border/classifier traversals, radiological
+criteria, JSON/HTML reports, and the latent-space cluster analysis. Research use only."""
 
 from . import (
     clusters,

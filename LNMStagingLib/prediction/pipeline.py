@@ -3,7 +3,7 @@
 Used by both the command line (``lnmstaging predict``) and the Slicer module. Steps: the bundle's preset
 (canonical orientation, resampling, intensities) -> node measurements -> every node's patches -> node
 probabilities (mean over each node's patches, every ensemble member) and the patient probability (bag of
-the largest patches) -> Grad-CAM of each node's primary patch, written back onto the input image grid ->
+the largest patches) -> the node heatmap (integrated gradients) of each node's primary patch, written back onto the input image grid ->
 latent traversals -> rule-based criteria.
 """
 

@@ -104,10 +104,11 @@ def _node_panels(result: PredictionResult, strip_pngs: dict[tuple[int, str], byt
         figures = [
             f'<figure><img alt="patch" {size} src="{data_uri(to_uint8(patch.image))}"><figcaption>patch '
             f"(slice {patch.slice_index}, {patch.pixel_mm:.2f} mm/pixel)</figcaption></figure>",
-            f'<figure><img alt="Grad-CAM" {size} src="{data_uri(overlay(patch.image, heat, patch.mask, scale=1))}">'
-            f"<figcaption>Grad-CAM (node outline in cyan; {100 * node.gradcam_in_node_fraction:.0f} % of it inside)"
+            f'<figure><img alt="node heatmap" {size} src="{data_uri(overlay(patch.image, heat, patch.mask, scale=1))}">'
+            f"<figcaption>node heatmap: integrated gradients of the patch score (node outline in cyan; "
+            f"{100 * node.gradcam_in_node_fraction:.0f} % of it inside)"
             "</figcaption></figure>",
-            f'<figure><img alt="Grad-CAM top 25 %" {size} '
+            f'<figure><img alt="node heatmap top 25 %" {size} '
             f'src="{data_uri(overlay(patch.image, top_fraction(heat), patch.mask, scale=1))}">'
             "<figcaption>top 25 % (as displayed in the paper)</figcaption></figure>",
         ]

@@ -43,7 +43,7 @@ def _classifier_directions(member, mu: torch.Tensor, features: torch.Tensor, len
     ``length`` (the growth direction's), so t = +1 is as far as one growth step, towards malignant-looking."""
     z = mu.clone().requires_grad_(True)
     with torch.enable_grad():
-        (grad,) = torch.autograd.grad(member.mil.patch_logits(z, features).sum(), z)
+        (grad,) = torch.autograd.grad(member.patch_logits(z, features).sum(), z)
     norm = grad.norm(dim=1, keepdim=True).clamp(min=1e-12)
     return (grad / norm * length).detach()
 
@@ -99,6 +99,6 @@ def traverse(bundle: ModelBundle, patches: torch.Tensor, raw_features: np.ndarra
         repeated = features.repeat_interleave(len(steps), dim=0)
         with torch.no_grad():
             for name, flat in codes.items():  # per direction, as recorded: the reference compares them at 1e-6
-                logits = member.mil.patch_logits(flat, repeated)
+                logits = member.patch_logits(flat, repeated)
                 probabilities[name] = torch.sigmoid(logits).reshape(n, len(steps)).cpu().numpy().astype(np.float32)
     return frames, probabilities

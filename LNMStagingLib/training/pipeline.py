@@ -10,7 +10,8 @@
    collapse and quality gate (:mod:`~LNMStagingLib.training.gate`; retrained with another seed when collapsed);
 6. the patient probability: the mean of the inner-fold classifiers, each Platt-calibrated on its own
    held-out inner fold (calibration fitted on the model it is applied to), and the threshold chosen on the
-   calibrated out-of-fold predictions; the final classifier serves the explanations.
+   calibrated out-of-fold predictions; the heatmap and traversals explain that same mean (the final classifier
+   is kept only for models without heads).
 """
 
 from __future__ import annotations
@@ -283,8 +284,9 @@ def fit(dataset: PatchDataset, train_patients, config: PipelineConfig, context: 
         "calibration": calibration.to_dict(),
         "calibration_strategy": CROSS_FITTED,
         "calibration_source": "the patient probability is the mean of the inner-fold classifiers, each "
-                              "Platt-calibrated on its own held-out inner fold; the final classifier (retrained on "
-                              "every training patient) is kept for the explanations",
+                              "Platt-calibrated on its own held-out inner fold, and the explanations use the same "
+                              "classifiers; the final classifier (retrained on every training patient) gives no "
+                              "output",
         "head_calibrations": [c.to_dict() for c in head_calibrations],
         "quality_gate": {"passed": bool(attempts[-1]["passed"]), "attempts": attempts},
         "node_threshold": node_threshold,
