@@ -23,7 +23,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.spatial import ConvexHull, QhullError
 from skimage.measure import find_contours
 
 from .case import PreparedCase
@@ -79,11 +78,33 @@ def _polygon_area(points: np.ndarray) -> float:
 
 
 def _hull(points: np.ndarray) -> np.ndarray:
-    try:
-        hull = ConvexHull(points)
-        return points[hull.vertices]
-    except (QhullError, ValueError):
-        return points  # collinear points (a one-pixel-wide node): the points are their own hull
+    """Convex-hull vertices of 2D points, counter-clockwise, without points on the hull's edges (Andrew's
+    monotone chain). Own code rather than scipy.spatial: importing that (and scipy.linalg with it) costs about a
+    third of a second of every ``predict`` start-up, for hulls of a few hundred contour points.
+
+    Collinear or fewer than three distinct points: those points (a one-pixel-wide node is its own hull).
+    """
+    unique = np.unique(np.asarray(points, dtype=np.float64), axis=0)  # sorted by x, then y
+    if len(unique) < 3:
+        return unique
+    span = float(np.ptp(unique, axis=0).max()) or 1.0
+    tolerance = 1e-12 * span * span  # cross products this small are collinear (float noise of mm scaling)
+
+    def chain(ordered: list[list[float]]) -> list[list[float]]:
+        kept: list[list[float]] = []
+        for x, y in ordered:  # plain floats: indexing numpy scalars in this loop was 5x slower
+            while len(kept) >= 2:
+                (ax, ay), (bx, by) = kept[-2], kept[-1]
+                if (bx - ax) * (y - ay) - (by - ay) * (x - ax) > tolerance:
+                    break
+                kept.pop()
+            kept.append([x, y])
+        return kept
+
+    ordered = unique.tolist()
+    lower, upper = chain(ordered), chain(ordered[::-1])
+    hull = np.array(lower[:-1] + upper[:-1])
+    return hull if len(hull) >= 3 else unique
 
 
 def _closed(points: np.ndarray) -> np.ndarray:
