@@ -153,3 +153,20 @@ def test_preset_grid_measurements_close_to_native(phantom_files):
         assert abs(a.short_axis_mm - b.short_axis_mm) <= 0.8
         assert abs(a.long_axis_mm - b.long_axis_mm) <= 0.8
         assert np.allclose([a.centroid_x, a.centroid_y, a.centroid_z], [b.centroid_x, b.centroid_y, b.centroid_z], atol=0.6)
+
+
+def test_own_convex_hull_has_qhulls_vertices():
+    """measure.py's monotone-chain hull (kept off scipy.spatial for start-up time) gives Qhull's vertex set on
+    half-pixel contour-like points with anisotropic spacing, and degenerate inputs are their own hull."""
+    from scipy.spatial import ConvexHull
+
+    from LNMStagingLib.imaging.measure import _hull
+
+    rng = np.random.default_rng(7)
+    for _ in range(100):
+        points = np.round(rng.normal(size=(int(rng.integers(3, 200)), 2)) * 8) / 2 * np.array([0.7, 1.3])
+        ours = {tuple(p) for p in np.round(_hull(points), 9)}
+        qhull = {tuple(p) for p in np.round(points[ConvexHull(points).vertices], 9)}
+        assert ours == qhull
+    line = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])
+    assert len(_hull(line)) == 3  # collinear: the points themselves
