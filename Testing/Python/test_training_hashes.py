@@ -90,8 +90,31 @@ def test_a_hashed_copy_is_proven_first_and_leaves_the_source_alone(tiny_bundle, 
     assert not (tmp_path / "refused").exists()
 
 
-def test_the_shipped_bundle_written_before_the_hashes_still_loads():
-    bundle = load_bundle(SHIPPED)
+def _written_before_heads_and_hashes(source: Path, out: Path) -> Path:
+    """A copy of ``source`` in the format of bundles written before the heads and hashes (lidc-vae-mlp 1.1.0 and
+    earlier): no ``training_patients_sha256`` / ``head_calibrations`` member keys, no ``heads.*`` tensors."""
+    from safetensors.numpy import load_file, save_file
+
+    shutil.copytree(source, out)
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    for member in config["members"]:
+        member.pop("training_patients_sha256", None)
+        member.pop("head_calibrations", None)
+        weights = out / member["file"]
+        save_file({k: v for k, v in load_file(weights).items() if not k.startswith("heads.")}, weights)
+    (out / "config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
+    rehash_manifest(out, json.loads((source / "manifest.json").read_text(encoding="utf-8")))
+    return out
+
+
+def test_a_bundle_written_before_the_hashes_and_heads_still_loads(tmp_path):
+    if not (SHIPPED / "manifest.json").is_file():
+        pytest.skip("the bundled model Resources/Models/lidc-vae-mlp is not in this checkout")
+    shipped = load_bundle(SHIPPED)  # today's: every member with its hash and its calibrated heads
+    assert all(m.training_patients_sha256 for m in shipped.config.members)
+    assert all(spec.n_heads > 0 for spec in shipped.config.members)
+    assert calibration_summary(shipped)["method"].startswith("each member's patient probability is the mean")
+    bundle = load_bundle(_written_before_heads_and_hashes(SHIPPED, tmp_path / "earlier"))
     assert all(m.training_patients_sha256 is None for m in bundle.config.members)
     assert all(c.method == "platt" and not c.is_identity for c in bundle.ensemble.calibrations)
     assert all(spec.n_heads == 0 for spec in bundle.config.members) and np.isfinite(bundle.threshold)
