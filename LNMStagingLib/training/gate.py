@@ -9,6 +9,11 @@ held-out patient). Two checks, both on training patients only:
 * spread: the SD of the final model's patient outputs on its training patients is at least
   :data:`MIN_SPREAD` and at least :data:`MIN_RELATIVE_SPREAD` of the SD of the inner out-of-fold outputs
   (a collapsed model is retrained with another seed and twice the epochs, up to :data:`RETRIES` times).
+
+A model whose output is the mean of its inner-fold classifiers (the heads, see training/pipeline.py) is judged by
+those, since they give the output: each head on its own held-out inner patients must rank them (AUC at least
+:data:`MIN_INNER_AUC`) and not be constant (output SD at least :data:`MIN_SPREAD`); a failing head is dropped
+(with its calibration), and a model with no head left fails.
 """
 
 from __future__ import annotations
@@ -48,9 +53,35 @@ def judge(final_outputs, oof_outputs, inner_auc: float, seed: int) -> dict:
             "min_inner_auc": MIN_INNER_AUC, "min_output_sd": needed}
 
 
+def judge_head(outputs, labels) -> dict:
+    """The gate's verdict on one classifier head, from its raw outputs on its own held-out inner patients.
+
+    Args:
+        outputs: the head's patient probabilities of the patients it never saw.
+        labels: their 0/1 labels.
+
+    Returns:
+        ``passed``, ``reasons`` and the measured ``auc`` (NaN with one class) and ``output_sd``.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    outputs = np.asarray(outputs, dtype=float)
+    labels = np.asarray(labels).astype(int)
+    auc = float(roc_auc_score(labels, outputs)) if len(np.unique(labels)) == 2 else float("nan")
+    spread = float(np.std(outputs))
+    reasons = []
+    if np.isfinite(auc) and auc < MIN_INNER_AUC:
+        reasons.append(f"held-out AUC {auc:.3f} below the floor {MIN_INNER_AUC}")
+    if spread < MIN_SPREAD:
+        reasons.append(f"collapsed: output SD {spread:.4f} on its held-out patients below {MIN_SPREAD}")
+    return {"passed": not reasons, "reasons": reasons, "auc": auc, "output_sd": spread,
+            "min_auc": MIN_INNER_AUC, "min_output_sd": MIN_SPREAD}
+
+
 def gate_passed(selection: dict) -> bool:
     """Whether a fitted model's selection record says it passed the gate (models fitted before the gate: yes)."""
     return bool(selection.get("quality_gate", {}).get("passed", True))
 
 
-__all__ = ["MIN_INNER_AUC", "MIN_RELATIVE_SPREAD", "MIN_SPREAD", "RETRIES", "SEED_STEP", "gate_passed", "judge"]
+__all__ = ["MIN_INNER_AUC", "MIN_RELATIVE_SPREAD", "MIN_SPREAD", "RETRIES", "SEED_STEP", "gate_passed", "judge",
+           "judge_head"]

@@ -33,7 +33,7 @@ from .cnn_train import train_cnn
 from .config import PipelineConfig, split_overrides
 from .context import RunContext
 from .fitted import FittedModel
-from .gate import RETRIES, SEED_STEP, judge
+from .gate import MIN_INNER_AUC, RETRIES, SEED_STEP, judge, judge_head
 from .mil_data import make_mil_data, synthetic_patients
 from .mil_train import MILData, predict_mil, train_mil
 from .seed import seed_everything
@@ -249,11 +249,21 @@ def fit(dataset: PatchDataset, train_patients, config: PipelineConfig, context: 
     # patients: the calibration is fitted on the very model it is applied to (a calibration fitted on the inner
     # classifiers' predictions but applied to the final classifier, retrained on every patient, missed: the
     # final one keeps part of its own scale). The threshold is chosen on the calibrated out-of-fold predictions.
-    head_calibrations = [fit_platt(y_train[rows], best["oof"][rows]) for rows in best["held_out_rows"]]
+    # the heads give the output, so the gate judges each on its own held-out patients; a failing head is dropped
+    head_verdicts = [judge_head(best["oof"][rows], y_train[rows]) for rows in best["held_out_rows"]]
+    for index, verdict in enumerate(head_verdicts):
+        if not verdict["passed"]:
+            log(f"  {config.method}: quality gate: inner classifier {index} dropped ({'; '.join(verdict['reasons'])})")
+    kept_heads = [i for i, verdict in enumerate(head_verdicts) if verdict["passed"]]
+    held_out_rows = [best["held_out_rows"][i] for i in kept_heads]
+    head_calibrations = [fit_platt(y_train[rows], best["oof"][rows]) for rows in held_out_rows]
+    scored = np.concatenate(held_out_rows) if held_out_rows else np.arange(len(y_train))
     calibrated_oof = np.empty(len(y_train))
-    for rows, head in zip(best["held_out_rows"], head_calibrations, strict=True):
+    for rows, head in zip(held_out_rows, head_calibrations, strict=True):
         calibrated_oof[rows] = head.apply(best["oof"][rows])
-    threshold = choose_threshold(y_train, calibrated_oof)
+    if not held_out_rows:  # no head left: the model fails the gate below; a threshold is still recorded
+        calibrated_oof = best["oof"]
+    threshold = choose_threshold(y_train[scored], calibrated_oof[scored])
     # the final classifier's own calibration (pooled out-of-fold Platt): recorded, used only without heads
     calibration = fit_platt(y_train, best["oof"])
     node_threshold = choose_threshold(best["node_y"], best["node_p"]) if len(set(best["node_y"])) == 2 else 0.5
@@ -275,8 +285,13 @@ def fit(dataset: PatchDataset, train_patients, config: PipelineConfig, context: 
             break
         log(f"  {config.method}: quality gate: {'; '.join(verdict['reasons'])}; retrained with seed "
             f"{config.seed + (attempt + 1) * SEED_STEP} for {2 * epochs} epochs")
-    if not attempts[-1]["passed"]:
-        log(f"  {config.method}: quality gate FAILED ({'; '.join(attempts[-1]['reasons'])})")
+    # with heads, the model passes when the recipe ranks unseen patients (the final classifier's quality check)
+    # and at least one head passed; the final classifier's spread no longer matters (it gives no output)
+    gate_ok = bool(kept_heads) and bool(np.isfinite(best["inner_pooled_auc"])
+                                        and best["inner_pooled_auc"] >= MIN_INNER_AUC)
+    if not gate_ok:
+        log(f"  {config.method}: quality gate FAILED "
+            f"({'; '.join(attempts[-1]['reasons']) or 'no inner classifier passed'})")
     selection = {
         "overrides": best["overrides"], "epochs": n_epochs, "threshold": threshold,
         "threshold_source": "Youden J on the pooled inner-fold out-of-fold patient predictions, each calibrated by "
@@ -288,15 +303,16 @@ def fit(dataset: PatchDataset, train_patients, config: PipelineConfig, context: 
                               "classifiers; the final classifier (retrained on every training patient) gives no "
                               "output",
         "head_calibrations": [c.to_dict() for c in head_calibrations],
-        "quality_gate": {"passed": bool(attempts[-1]["passed"]), "attempts": attempts},
+        "quality_gate": {"passed": gate_ok, "attempts": attempts, "heads": head_verdicts,
+                         "dropped_heads": [i for i in range(len(head_verdicts)) if i not in kept_heads]},
         "node_threshold": node_threshold,
         "grid": [{k: v for k, v in r.items() if k not in ("oof", "node_y", "node_p", "models", "held_out_rows")} for r in results],
         # the inner-fold classifiers of the chosen hyperparameters are kept with the model: each one's held-out
         # patients are recorded, so its own predictions can be calibrated on patients it never saw
-        "inner_validation": [sorted(map(str, iva)) for _, iva in inner],
+        "inner_validation": [sorted(map(str, inner[i][1])) for i in kept_heads],
         "encoder_train_patients": len(enc_train), "encoder_val_patients": len(enc_val),
         "training_patients_sha256": training_set_sha256(train_patients),
         "mil_seconds": time.time() - t0,
     }
     return FittedModel(config.method, encoder, mil.cpu().eval(), scaler, threshold, selection, info, calibration,
-                       inner_mils=best["models"], head_calibrations=head_calibrations)
+                       inner_mils=[best["models"][i] for i in kept_heads], head_calibrations=head_calibrations)

@@ -52,6 +52,22 @@ def test_gate_catches_a_collapse_and_a_weak_recipe():
     assert judge(rng.uniform(0.1, 0.9, 200), oof, 0.8, seed=0)["passed"]
 
 
+def test_head_gate_drops_a_collapsed_or_a_weak_head():
+    from LNMStagingLib.training.gate import MIN_SPREAD, judge_head
+
+    rng = np.random.default_rng(2)
+    y = np.repeat([0, 1], 50)
+    ranked = np.clip(0.3 + 0.4 * y + rng.normal(0, 0.15, 100), 0, 1)
+    assert judge_head(ranked, y)["passed"]
+    narrow = 0.5 + 0.01 * (ranked - 0.5)  # SD about 0.003: constant for every patient
+    verdict = judge_head(narrow, y)
+    assert not verdict["passed"] and "collapsed" in verdict["reasons"][0] and verdict["output_sd"] < MIN_SPREAD
+    reversed_ = judge_head(1.0 - ranked, y)  # ranks its unseen patients the wrong way round
+    assert not reversed_["passed"] and reversed_["auc"] < MIN_INNER_AUC
+    # an epoch-1 head as on LIDC: narrow (SD ~0.035) but ranking well passes; Platt stretches it
+    assert judge_head(0.5 + 0.12 * (ranked - 0.5), y)["passed"]
+
+
 def test_paired_difference_and_fold_interval():
     rng = np.random.default_rng(2)
     y = rng.integers(0, 2, 300)
@@ -90,7 +106,11 @@ def tiny_fit():
 def test_each_head_is_calibrated_on_its_own_held_out_patients_and_the_output_is_their_mean(tiny_fit):
     dataset, train, fitted = tiny_fit
     held_out = fitted.selection["inner_validation"]
-    assert len(fitted.inner_mils) == len(fitted.head_calibrations) == len(held_out) == 2
+    gate = fitted.selection["quality_gate"]
+    assert len(gate["heads"]) == 2 and all(set(v) >= {"passed", "auc", "output_sd"} for v in gate["heads"])
+    kept = [k for k, v in enumerate(gate["heads"]) if v["passed"]]
+    assert gate["dropped_heads"] == [k for k in range(2) if k not in kept]
+    assert len(fitted.inner_mils) == len(fitted.head_calibrations) == len(held_out) == len(kept) == 2
     assert sorted(p for ids in held_out for p in ids) == sorted(map(str, train))  # a partition of the patients
     raw = fitted.raw_predictions(dataset, train)
     position = {p: i for i, p in enumerate(raw["patient_id"])}
