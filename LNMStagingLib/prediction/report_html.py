@@ -117,7 +117,7 @@ def _node_panels(result: PredictionResult, strip_pngs: dict[tuple[int, str], byt
             f'<figure><img alt="{_e(name)}" src="{_strip_uri(strip_pngs, node.node_id, name, frames)}"><figcaption>'
             f'{_e(name.replace("_", " "))} '
             f"traversal, t = {steps}"
-            + (f"<br>model probability of each frame: {', '.join(f'{p:.2f}' for p in probabilities[name])}"
+            + (f"<br>probability of each frame (primary member, this patch; the node's own at +0): {', '.join(f'{p:.2f}' for p in probabilities[name])}"
                if name in probabilities else "")
             + "</figcaption></figure><br>"
             for name, frames in result.traversals[node.node_id].items()
