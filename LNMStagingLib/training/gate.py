@@ -12,8 +12,10 @@ held-out patient). Two checks, both on training patients only:
 
 A model whose output is the mean of its inner-fold classifiers (the heads, see training/pipeline.py) is judged by
 those, since they give the output: each head on its own held-out inner patients must rank them (AUC at least
-:data:`MIN_INNER_AUC`) and not be constant (output SD at least :data:`MIN_SPREAD`); a failing head is dropped
-(with its calibration), and a model with no head left fails.
+:data:`MIN_INNER_AUC`, judged when that fold has :data:`MIN_HEAD_CLASS_PATIENTS` patients of each class: on
+fewer the AUC is mostly chance) and not be numerically constant (output SD at least :data:`MIN_HEAD_SPREAD`: a
+narrow head that ranks well is fine, its own Platt scaling stretches it); a failing head is dropped (with its
+calibration), and a model with no head left fails.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ MIN_SPREAD = 0.01
 MIN_RELATIVE_SPREAD = 0.5
 RETRIES = 2
 SEED_STEP = 1000  # the seed of retry r is the pipeline seed + r * SEED_STEP
+MIN_HEAD_SPREAD = 1e-4
+MIN_HEAD_CLASS_PATIENTS = 10
 
 
 def judge(final_outputs, oof_outputs, inner_auc: float, seed: int) -> dict:
@@ -61,7 +65,8 @@ def judge_head(outputs, labels) -> dict:
         labels: their 0/1 labels.
 
     Returns:
-        ``passed``, ``reasons`` and the measured ``auc`` (NaN with one class) and ``output_sd``.
+        ``passed``, ``reasons``, the measured ``auc`` (NaN with one class), whether it was judged
+        (``auc_judged``) and ``output_sd``.
     """
     from sklearn.metrics import roc_auc_score
 
@@ -69,13 +74,14 @@ def judge_head(outputs, labels) -> dict:
     labels = np.asarray(labels).astype(int)
     auc = float(roc_auc_score(labels, outputs)) if len(np.unique(labels)) == 2 else float("nan")
     spread = float(np.std(outputs))
+    judged = bool(np.isfinite(auc) and min(np.bincount(labels, minlength=2)) >= MIN_HEAD_CLASS_PATIENTS)
     reasons = []
-    if np.isfinite(auc) and auc < MIN_INNER_AUC:
+    if judged and auc < MIN_INNER_AUC:
         reasons.append(f"held-out AUC {auc:.3f} below the floor {MIN_INNER_AUC}")
-    if spread < MIN_SPREAD:
-        reasons.append(f"collapsed: output SD {spread:.4f} on its held-out patients below {MIN_SPREAD}")
-    return {"passed": not reasons, "reasons": reasons, "auc": auc, "output_sd": spread,
-            "min_auc": MIN_INNER_AUC, "min_output_sd": MIN_SPREAD}
+    if spread < MIN_HEAD_SPREAD:
+        reasons.append(f"collapsed: output SD {spread:.2e} on its held-out patients below {MIN_HEAD_SPREAD}")
+    return {"passed": not reasons, "reasons": reasons, "auc": auc, "auc_judged": judged, "output_sd": spread,
+            "min_auc": MIN_INNER_AUC, "min_output_sd": MIN_HEAD_SPREAD}
 
 
 def gate_passed(selection: dict) -> bool:
@@ -83,5 +89,5 @@ def gate_passed(selection: dict) -> bool:
     return bool(selection.get("quality_gate", {}).get("passed", True))
 
 
-__all__ = ["MIN_INNER_AUC", "MIN_RELATIVE_SPREAD", "MIN_SPREAD", "RETRIES", "SEED_STEP", "gate_passed", "judge",
-           "judge_head"]
+__all__ = ["MIN_HEAD_CLASS_PATIENTS", "MIN_HEAD_SPREAD", "MIN_INNER_AUC", "MIN_RELATIVE_SPREAD", "MIN_SPREAD",
+           "RETRIES", "SEED_STEP", "gate_passed", "judge", "judge_head"]

@@ -53,19 +53,24 @@ def test_gate_catches_a_collapse_and_a_weak_recipe():
 
 
 def test_head_gate_drops_a_collapsed_or_a_weak_head():
-    from LNMStagingLib.training.gate import MIN_SPREAD, judge_head
+    from LNMStagingLib.training.gate import MIN_HEAD_SPREAD, judge_head
 
     rng = np.random.default_rng(2)
     y = np.repeat([0, 1], 50)
     ranked = np.clip(0.3 + 0.4 * y + rng.normal(0, 0.15, 100), 0, 1)
     assert judge_head(ranked, y)["passed"]
-    narrow = 0.5 + 0.01 * (ranked - 0.5)  # SD about 0.003: constant for every patient
-    verdict = judge_head(narrow, y)
-    assert not verdict["passed"] and "collapsed" in verdict["reasons"][0] and verdict["output_sd"] < MIN_SPREAD
+    constant = 0.5 + 1e-5 * (ranked - 0.5)  # the same output for every patient, to float noise
+    verdict = judge_head(constant, y)
+    assert not verdict["passed"] and "collapsed" in verdict["reasons"][0] and verdict["output_sd"] < MIN_HEAD_SPREAD
     reversed_ = judge_head(1.0 - ranked, y)  # ranks its unseen patients the wrong way round
-    assert not reversed_["passed"] and reversed_["auc"] < MIN_INNER_AUC
-    # an epoch-1 head as on LIDC: narrow (SD ~0.035) but ranking well passes; Platt stretches it
+    assert not reversed_["passed"] and reversed_["auc_judged"] and reversed_["auc"] < MIN_INNER_AUC
+    # narrow heads that rank well pass (their own Platt scaling stretches them): an epoch-1 LIDC head (SD ~0.035)
+    # and the tiny recipe's (SD ~0.001, AUC 1)
     assert judge_head(0.5 + 0.12 * (ranked - 0.5), y)["passed"]
+    assert judge_head(0.5 + 0.004 * (ranked - 0.5), y)["passed"]
+    # on 5 patients of each class the AUC is mostly chance: not judged
+    few = judge_head(1.0 - ranked[45:55], y[45:55])
+    assert few["passed"] and not few["auc_judged"]
 
 
 def test_paired_difference_and_fold_interval():
