@@ -39,6 +39,13 @@ def bundle_encoders(bundle_path: str | Path) -> tuple[object, dict[int, object],
     return primary, folds, bundle
 
 
+def _scaler_matches(dataset: PatchDataset, patients, feature_min, feature_max) -> bool:
+    """Whether the feature scaler of ``patients`` is the stored one (the scaler proof of the training patients)."""
+    scaler = FeatureScaler.fit(dataset.feature_names, dataset.features[dataset.subset_patients(patients)])
+    return bool(np.allclose(scaler.minimum, feature_min, atol=1e-5)
+                and np.allclose(scaler.maximum, feature_max, atol=1e-5))
+
+
 def check_fold_encoders(bundle, dataset: PatchDataset, folds: list[tuple[np.ndarray, np.ndarray]]) -> dict[int, str]:
     """:class:`BundleError` unless each fold member was trained on that fold's training patients only (the proof
     that the member's encoder never saw the fold's test patients): by the recorded hash of its training patients
@@ -65,9 +72,7 @@ def check_fold_encoders(bundle, dataset: PatchDataset, folds: list[tuple[np.ndar
                                                f"{spec.fold} training patients (training-patient hash differs)")
             proofs[int(spec.fold)] = "training_patients_sha256"
             continue
-        scaler = FeatureScaler.fit(dataset.feature_names, dataset.features[dataset.subset_patients(train)])
-        if not (np.allclose(scaler.minimum, spec.feature_min, atol=1e-5)
-                and np.allclose(scaler.maximum, spec.feature_max, atol=1e-5)):
+        if not _scaler_matches(dataset, train, spec.feature_min, spec.feature_max):
             raise BundleError(bundle.path, f"fold member {spec.fold} was not trained on this run's fold "
                                            f"{spec.fold} training patients (feature ranges differ)")
         proofs[int(spec.fold)] = "feature_scaler"
@@ -97,6 +102,7 @@ def add_training_hashes(bundle_dir: str | Path, dataset: PatchDataset, folds: li
     import json
     import os
     import shutil
+    import tempfile
 
     from ..bundle.format import CONFIG, rehash_manifest
 
@@ -105,9 +111,7 @@ def add_training_hashes(bundle_dir: str | Path, dataset: PatchDataset, folds: li
         raise BundleError(out_dir, "exists: the copy with training hashes goes to a new folder")
     bundle = load_bundle(bundle_dir)
     proofs = check_fold_encoders(bundle, dataset, folds)
-    everyone = FeatureScaler.fit(dataset.feature_names, dataset.features)
-    if not (np.allclose(everyone.minimum, bundle.config.feature_min, atol=1e-5)
-            and np.allclose(everyone.maximum, bundle.config.feature_max, atol=1e-5)):
+    if not _scaler_matches(dataset, dataset.patients, bundle.config.feature_min, bundle.config.feature_max):
         raise BundleError(bundle.path, "member 0 was not trained on every patient of this data set "
                                        "(feature ranges differ)")
     specs = []
@@ -115,8 +119,10 @@ def add_training_hashes(bundle_dir: str | Path, dataset: PatchDataset, folds: li
         patients = dataset.patients if spec.role == "final" else folds[int(spec.fold)][0]
         specs.append(dataclasses.replace(spec, training_patients_sha256=training_set_sha256(patients)))
     config = dataclasses.replace(bundle.config, members=specs)
-    partial = out_dir.with_name(f".{out_dir.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # a private folder beside the copy, renamed at the end (never a name a user's folder could have)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    partial = staging / "bundle"
     shutil.copytree(bundle.path, partial)
     try:
         (partial / CONFIG).write_text(json.dumps(config.to_json(), indent=2) + "\n", encoding="utf-8")
@@ -126,7 +132,7 @@ def add_training_hashes(bundle_dir: str | Path, dataset: PatchDataset, folds: li
             raise BundleError(partial, "a fold member of the copy was not proven by its training-patient hash")
         os.replace(partial, out_dir)
     finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
     return proofs
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from ..training.context import RunContext
 from ..training.fitted import FittedModel
 from ..training.pipeline import fit
 from ..training.recipes import benchmark_configs
+from ..training.run import check_bundle_folder
 from .benchmark import summarise
 
 FINAL_NAME = "lidc-vae-mlp"
@@ -141,7 +143,8 @@ def train_final_bundle(data_dir, out_dir: Path, work_dir: Path, benchmark_dir: P
                        progress: bool = True, log=print, quick: bool = False,
                        encoder_from: str | Path | None = None) -> Path:
     """Train member 0 on all data (resumable), collect the benchmark's VAE fold models (waiting up to
-    ``wait_seconds`` for them), and write the bundle to ``out_dir`` (replaced atomically).
+    ``wait_seconds`` for them), and write the bundle to ``out_dir`` (a new or empty folder, refused otherwise
+    before any work; written in a private folder beside it and renamed at the end).
 
     Args:
         data_dir: the LIDC folder.
@@ -159,6 +162,7 @@ def train_final_bundle(data_dir, out_dir: Path, work_dir: Path, benchmark_dir: P
     Returns:
         ``out_dir``. The threshold is chosen on the fold members' pooled calibrated out-of-fold predictions.
     """
+    check_bundle_folder(Path(out_dir))  # before hours of work: never over a user's files
     work_dir = Path(work_dir)
     dataset = load_lidc(data_dir)
     config = benchmark_configs(quick)["vae"]
@@ -216,15 +220,21 @@ def train_final_bundle(data_dir, out_dir: Path, work_dir: Path, benchmark_dir: P
     if version not in CHANGELOG:
         history.append(f"{version}: rebuilt by the LIDC recipe")
     card["changelog"] = history
-    tmp = Path(str(out_dir) + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    build_bundle(tmp, name, version, primary, folds, dataset, "lidc-png", round(dataset.fov_mm(), 3), card,
-                 training={"pipeline": config.to_dict(), "member_0_patients": len(dataset.patients),
-                           "fold_members": len(folds)},
-                 clinical_absent_reason="LIDC-IDRI provides no clinical data", threshold=threshold)
-    if Path(out_dir).exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # a private build folder beside the target, renamed at the end (a folder of ours: never a user's name)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    try:
+        build_bundle(staging / "bundle", name, version, primary, folds, dataset, "lidc-png",
+                     round(dataset.fov_mm(), 3), card,
+                     training={"pipeline": config.to_dict(), "member_0_patients": len(dataset.patients),
+                               "fold_members": len(folds)},
+                     clinical_absent_reason="LIDC-IDRI provides no clinical data", threshold=threshold)
+        check_bundle_folder(out_dir)  # still new or empty after the training
+        if out_dir.exists():
+            out_dir.rmdir()  # empty (checked): the bundle takes its place
+        (staging / "bundle").rename(out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     log(f"bundle written: {out_dir} ({sum(p.stat().st_size for p in Path(out_dir).rglob('*') if p.is_file()) / 1e6:.1f} MB)")
     return Path(out_dir)

@@ -16,7 +16,7 @@ from LNMStagingLib.data.splits import patient_folds
 from LNMStagingLib.errors import BundleError
 from LNMStagingLib.evaluation.encoder_reuse import add_training_hashes, check_fold_encoders
 from LNMStagingLib.evaluation.evaluate import calibration_summary
-from LNMStagingLib.synthetic.nodules import make_synthetic_nodules
+from LNMStagingLib.synthetic.nodules import make_synthetic_nodules, write_synthetic_dataset
 
 SHIPPED = Path(__file__).resolve().parents[2] / "Resources" / "Models" / "lidc-vae-mlp"
 
@@ -121,3 +121,19 @@ def test_a_bundle_written_before_the_hashes_and_heads_still_loads(tmp_path):
     summary = calibration_summary(bundle)  # what evaluate reports under patient.calibration
     assert summary["method"].startswith("Platt scaling of each member") and len(summary["members"]) == 6
     assert all(m["method"] == "platt" for m in summary["members"])
+
+
+def test_the_lidc_final_recipe_refuses_a_folder_of_other_files_before_any_work(tmp_path, capsys):
+    """`train --lidc-final` once replaced its --out folder whatever it held: now a non-empty folder is refused
+    with one line (exit 2) before any training, and its files are left as they were."""
+    from LNMStagingLib.cli.main import main
+
+    data = write_synthetic_dataset(tmp_path / "lidc-layout", n_patients=12, seed=0)  # readable LIDC-layout data
+    out = tmp_path / "my-documents"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
+    code = main(["train", "--lidc-final", "--quick", "--data", str(data), "--out", str(out)])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(error) == 1 and "not empty" in error[0]
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "mine" and len(list(out.iterdir())) == 1
+    assert not list(tmp_path.glob(".my-documents.*"))  # no build folder left beside it
