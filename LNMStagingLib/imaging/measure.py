@@ -211,7 +211,7 @@ def outline_axes(polygons: list[np.ndarray], tolerance_mm: float) -> tuple[float
     Returns:
         (long axis, short axis) in mm.
     """
-    hull = _hull(np.unique(np.concatenate(polygons), axis=0))
+    hull = _hull(np.concatenate(polygons))  # _hull takes the distinct points itself
     offsets = hull[:, None, :] - hull[None, :, :]
     distances = np.linalg.norm(offsets, axis=-1)
     first, second = np.unravel_index(np.argmax(distances), distances.shape)

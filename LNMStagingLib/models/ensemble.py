@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .calibration import Calibration
+from .member import mean_patch_probability
 from .mil import FeatureScaler, clinical_vector
 
 
@@ -232,8 +233,7 @@ class Ensemble:
             if features_k.shape[0] == 0:
                 probs.append(torch.zeros(0, device=self.device))
                 continue
-            probs.append(torch.stack([torch.sigmoid(mil.patch_logits(latents[k], features_k))
-                                      for mil, _ in self.classifiers(k)]).mean(0))
+            probs.append(mean_patch_probability([mil for mil, _ in self.classifiers(k)], latents[k], features_k))
         return torch.stack(probs)
 
     @torch.no_grad()

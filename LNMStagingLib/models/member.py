@@ -12,6 +12,19 @@ MEMBER_GRADCAM_LAYER = f"vae.{GRADCAM_LAYER}"
 """Dotted name of the last spatial encoder block inside a :class:`ModelMember` (for MONAI's GradCAM)."""
 
 
+def mean_patch_probability(classifiers, latent: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """The mean over ``classifiers`` of their patch probabilities (N,): a member's node score when it has heads.
+
+    Args:
+        classifiers: MIL classifiers of one member (its heads, or its one ``mil``).
+        latent: (N, D) latent codes; features: (N, F) normalised features.
+
+    Returns:
+        (N,) probabilities.
+    """
+    return torch.stack([torch.sigmoid(mil.patch_logits(latent, features)) for mil in classifiers]).mean(0)
+
+
 class ModelMember(nn.Module):
     """``vae`` + ``mil``. ``forward(patches, features)`` gives per-patch logits (N, 1) for Grad-CAM.
 
@@ -42,8 +55,7 @@ class ModelMember(nn.Module):
         """
         if len(self.heads) == 0:
             return self.mil.patch_logits(latent, features)
-        mean = torch.stack([torch.sigmoid(head.patch_logits(latent, features)) for head in self.heads]).mean(0)
-        mean = mean.clamp(1e-7, 1.0 - 1e-7)
+        mean = mean_patch_probability(self.heads, latent, features).clamp(1e-7, 1.0 - 1e-7)
         return torch.log(mean) - torch.log1p(-mean)
 
     def forward(self, patches: torch.Tensor, features: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ from .vae_train import encode_images
 def member_from_fitted(fitted: FittedModel) -> ModelMember:
     if not isinstance(fitted.encoder, VAE):
         raise ValueError("only VAE-MLP models can be bundled")
-    heads = fitted.inner_mils if fitted.head_calibrations else []
+    heads = fitted.heads
     member = ModelMember(fitted.encoder.config, fitted.mil.config, len(heads))
     member.vae.load_state_dict(fitted.encoder.state_dict())
     member.mil.load_state_dict(fitted.mil.state_dict())

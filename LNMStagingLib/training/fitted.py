@@ -49,12 +49,18 @@ class FittedModel:
     head_calibrations: list[Calibration] = field(default_factory=list)
 
     @property
+    def heads(self) -> list[MILModel]:
+        """The classifiers whose calibrated mean is the output: the inner-fold ones when they have their
+        calibrations, else none (the final ``mil`` with ``calibration`` applies)."""
+        return self.inner_mils if self.head_calibrations else []
+
+    @property
     def mil_config(self) -> MILConfig:
         return self.mil.config
 
     def ensemble(self) -> Ensemble:
         """This model as a one-member :class:`Ensemble` (the forward path of bundles and evaluation)."""
-        heads = self.inner_mils if self.head_calibrations else []
+        heads = self.heads
         return Ensemble([EncoderMember(self.encoder, self.mil.eval(), heads)], [self.scaler], self.threshold,
                         calibrations=[self.calibration], head_calibrations=[self.head_calibrations if heads else []])
 
