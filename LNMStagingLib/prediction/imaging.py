@@ -47,15 +47,16 @@ def overlay(image: np.ndarray, heat: np.ndarray, mask: np.ndarray | None = None,
     return upscale(rgb.round().astype(np.uint8), scale)
 
 
-def upscale(array: np.ndarray, scale: int) -> np.ndarray:
-    return np.repeat(np.repeat(array, scale, axis=0), scale, axis=1) if scale > 1 else array
+def upscale(array: np.ndarray, scale: int, axes: tuple[int, int] = (0, 1)) -> np.ndarray:
+    """Each pixel repeated ``scale`` times along the two image ``axes`` (rows, columns)."""
+    return np.repeat(np.repeat(array, scale, axis=axes[0]), scale, axis=axes[1]) if scale > 1 else array
 
 
 def strip(frames: np.ndarray, scale: int = 3, gap: int = 2) -> np.ndarray:
     """Frames (F, H, W) in [0, 1] side by side (uint8), separated by white gaps."""
     count, height, width = frames.shape
     # all frames converted and enlarged at once (per frame, the conversion cost more than the copy at 100 nodes)
-    tiles = np.repeat(np.repeat(to_uint8(frames), scale, axis=1), scale, axis=2) if scale > 1 else to_uint8(frames)
+    tiles = upscale(to_uint8(frames), scale, axes=(1, 2))
     out = np.full((height * scale, count * width * scale + (count - 1) * gap), 255, np.uint8)
     for index, tile in enumerate(tiles):
         start = index * (width * scale + gap)

@@ -41,7 +41,8 @@ def judge(final_outputs, oof_outputs, inner_auc: float, seed: int) -> dict:
         seed: the seed the final classifier was trained with (recorded).
 
     Returns:
-        ``passed``, ``retry`` (whether another seed can help), ``reasons`` and the measured values.
+        ``passed``, ``retry`` (whether another seed can help), ``quality_ok`` (the recipe's inner-validation AUC
+        reached the floor), ``reasons`` and the measured values.
     """
     spread = float(np.std(np.asarray(final_outputs, dtype=float)))
     oof_spread = float(np.nanstd(np.asarray(oof_outputs, dtype=float)))
@@ -52,7 +53,8 @@ def judge(final_outputs, oof_outputs, inner_auc: float, seed: int) -> dict:
         reasons.append(f"inner-validation AUC {inner_auc:.3f} below the floor {MIN_INNER_AUC}")
     if spread < needed:
         reasons.append(f"collapsed: output SD {spread:.4f} on the training patients below {needed:.4f}")
-    return {"passed": not reasons, "retry": quality_ok and bool(reasons), "reasons": reasons, "seed": int(seed),
+    return {"passed": not reasons, "retry": quality_ok and bool(reasons), "quality_ok": quality_ok,
+            "reasons": reasons, "seed": int(seed),
             "output_sd": spread, "inner_oof_sd": oof_spread, "inner_auc": float(inner_auc),
             "min_inner_auc": MIN_INNER_AUC, "min_output_sd": needed}
 

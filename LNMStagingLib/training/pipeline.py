@@ -33,7 +33,7 @@ from .cnn_train import train_cnn
 from .config import PipelineConfig, split_overrides
 from .context import RunContext
 from .fitted import FittedModel
-from .gate import MIN_INNER_AUC, RETRIES, SEED_STEP, judge, judge_head
+from .gate import RETRIES, SEED_STEP, judge, judge_head
 from .mil_data import make_mil_data, synthetic_patients
 from .mil_train import MILData, predict_mil, train_mil
 from .seed import seed_everything
@@ -287,11 +287,11 @@ def fit(dataset: PatchDataset, train_patients, config: PipelineConfig, context: 
             f"{config.seed + (attempt + 1) * SEED_STEP} for {2 * epochs} epochs")
     # with heads, the model passes when the recipe ranks unseen patients (the final classifier's quality check)
     # and at least one head passed; the final classifier's spread no longer matters (it gives no output)
-    gate_ok = bool(kept_heads) and bool(np.isfinite(best["inner_pooled_auc"])
-                                        and best["inner_pooled_auc"] >= MIN_INNER_AUC)
+    failures = [reason for reason in attempts[-1]["reasons"] if not attempts[-1]["quality_ok"]]
+    failures += [] if kept_heads else ["no inner classifier passed"]
+    gate_ok = not failures
     if not gate_ok:
-        log(f"  {config.method}: quality gate FAILED "
-            f"({'; '.join(attempts[-1]['reasons']) or 'no inner classifier passed'})")
+        log(f"  {config.method}: quality gate FAILED ({'; '.join(failures)})")
     selection = {
         "overrides": best["overrides"], "epochs": n_epochs, "threshold": threshold,
         "threshold_source": "Youden J on the pooled inner-fold out-of-fold patient predictions, each calibrated by "
